@@ -1,0 +1,103 @@
+"""The store interface: every breaker operation the API needs, atomic per call.
+
+Two implementations hold the same semantics (docs/semantics.md): `RedisStore` (Lua scripts, shared by every
+replica) and `MemoryStore` (the pure-Python machine, one replica). `tests/test_conformance.py` runs one suite
+against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Literal, Protocol
+
+import msgspec
+
+from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
+
+ConfigResolver = Callable[[str], BreakerConfig]
+"""The config a breaker gets when it is created implicitly: its config-file override, else the defaults."""
+
+EVENTS_CHANNEL = "brk:events"
+
+
+class Deleted(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of a `deleted` event."""
+
+    name: str
+
+
+class StoreEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One message on the events channel: `{"kind": ..., "data": ...}`."""
+
+    kind: Literal["state", "failures", "config", "deleted"]
+    data: Transition | FailureSignal | Snapshot | Deleted | msgspec.Raw
+
+
+class BreakerStore(Protocol):
+    """Breaker state, shared (Redis) or local (memory). Raises `breaker_service.errors.ServiceError` subclasses."""
+
+    @property
+    def kind(self) -> str:
+        """`redis` or `memory`, for logs and health."""
+        ...
+
+    @property
+    def degraded(self) -> bool:
+        """True while answers come from local state because the shared store is unreachable."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and load what is needed (scripts); called once from the app's lifespan."""
+
+    async def close(self) -> None:
+        """Release connections and stop background tasks."""
+
+    async def ping(self) -> bool:
+        """Whether the store answers now."""
+        ...
+
+    async def declare(self, name: str, config: BreakerConfig) -> None:
+        """Create the breaker with `config` unless it exists (config-file breakers, at start)."""
+
+    async def names(self) -> list[str]:
+        """Names of all breakers, sorted."""
+        ...
+
+    async def snapshot(self, name: str) -> Snapshot:
+        """One breaker; `UnknownBreakerError` if it does not exist."""
+        ...
+
+    async def snapshots(self) -> list[Snapshot]:
+        """Every breaker, sorted by name."""
+        ...
+
+    async def configure(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str | None) -> Snapshot:
+        """Create the breaker or replace its config; audited."""
+        ...
+
+    async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
+        """Remove the breaker and its history; `UnknownBreakerError` if absent."""
+
+    async def acquire(self, name: str) -> Decision:
+        """Ask to make one call; creates an unknown breaker with its resolved config."""
+        ...
+
+    async def record(self, name: str, outcome: Outcome) -> Snapshot:
+        """Report one call's (or `count` calls') outcome; creates an unknown breaker."""
+        ...
+
+    async def force(self, name: str, mode: State, *, reason: str, ttl_s: float | None, actor: str | None) -> Snapshot:
+        """Force OPEN or CLOSED; creates an unknown breaker."""
+        ...
+
+    async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:
+        """Fresh CLOSED, counts cleared, force lifted; `UnknownBreakerError` if absent."""
+        ...
+
+    async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
+        """Transitions, newest first; `UnknownBreakerError` if absent."""
+        ...
+
+    def events(self) -> AsyncIterator[StoreEvent]:
+        """Every event published by any replica from now on, until the consumer stops iterating."""
+        ...

@@ -1,0 +1,308 @@
+"""The breaker state machine in pure Python.
+
+This is the reference for `breaker_service/lua/*.lua`: the memory store and the client's local fallback run it,
+and the conformance suite holds the Lua scripts to the same rules (docs/semantics.md). Time is passed in
+(`now_ms`), so nothing here reads a clock or sleeps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
+
+from breaker_client._models import (
+    BreakerConfig,
+    Counts,
+    Decision,
+    FailureSignal,
+    Outcome,
+    Snapshot,
+    State,
+    Transition,
+)
+
+WINDOW_BUCKETS: Final = 10
+Event: TypeAlias = Transition | FailureSignal
+
+
+@dataclass
+class _Bucket:
+    calls: int = 0
+    failures: int = 0
+    slow: int = 0
+
+
+@dataclass
+class BreakerMachine:
+    """One breaker: its config, state, permits and rate window."""
+
+    name: str
+    config: BreakerConfig
+    state: State = State.CLOSED
+    forced: State | None = None
+    forced_until_ms: int = 0
+    generation: int = 1
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    opened_at_ms: int = 0
+    open_until_ms: int = 0
+    open_streak: int = 0
+    success: int = 0
+    failure: int = 0
+    rejected: int = 0
+    permit_seq: int = 0
+    permits: dict[str, int] = field(default_factory=dict)
+    window: dict[int, _Bucket] = field(default_factory=dict)
+
+    # -- operations -------------------------------------------------------------------------------------------
+
+    def acquire(self, now_ms: int) -> tuple[Decision, list[Event]]:
+        """Ask to make one call now."""
+        events: list[Event] = []
+        self._lift_expired_force(now_ms, events)
+        if self.forced is State.OPEN:
+            return self._deny(self._forced_retry_after_ms(now_ms)), events
+        if self.forced is State.CLOSED:
+            return self._allow(None), events
+        if self.state is State.OPEN:
+            if now_ms < self.open_until_ms:
+                return self._deny(self.open_until_ms - now_ms), events
+            self._transition(State.HALF_OPEN, "open timeout elapsed", None, now_ms, events)
+        self._drop_expired_permits(now_ms)
+        if self.state is State.HALF_OPEN:
+            if len(self.permits) >= self.config.half_open_max_calls:
+                return self._deny(self._first_permit_expiry_ms() - now_ms), events
+            return self._allow(self._grant_permit(now_ms)), events
+        if self.consecutive_failures == 0:
+            return self._allow(None), events
+        # While failures accumulate, calls in flight count against the budget, so the fleet cannot send
+        # more calls than `failure_threshold` to a dependency that is dying.
+        if self.consecutive_failures + len(self.permits) >= self.config.failure_threshold:
+            return self._deny(self._first_permit_expiry_ms() - now_ms), events
+        return self._allow(self._grant_permit(now_ms)), events
+
+    def record(self, outcome: Outcome, now_ms: int) -> list[Event]:
+        """Take the result of one call (or `count` calls)."""
+        events: list[Event] = []
+        self._lift_expired_force(now_ms, events)
+        failed = outcome.outcome == "failure"
+        if failed:
+            self.failure += outcome.count
+        else:
+            self.success += outcome.count
+        if self.forced is not None or self.state is State.OPEN:
+            return events
+        if outcome.generation is not None and outcome.generation != self.generation:
+            return events
+        self._drop_expired_permits(now_ms)
+        had_permit = outcome.permit is not None and self.permits.pop(outcome.permit, None) is not None
+        if self.state is State.HALF_OPEN:
+            if had_permit:
+                self._record_probe(failed, now_ms, events)
+            return events
+        self._record_closed(outcome, failed, now_ms, events)
+        return events
+
+    def force(self, mode: State, reason: str, ttl_s: float | None, actor: str | None, now_ms: int) -> list[Event]:
+        """Pin the breaker OPEN or CLOSED, for `ttl_s` seconds or until reset."""
+        events: list[Event] = []
+        self._lift_expired_force(now_ms, events)
+        before = self.effective_state
+        self._become_fresh_closed()
+        self.forced = mode
+        self.forced_until_ms = now_ms + math.floor(ttl_s * 1000) if ttl_s is not None else 0
+        self._audit(before, mode, reason, actor, now_ms, events)
+        return events
+
+    def reset(self, reason: str, actor: str | None, now_ms: int) -> list[Event]:
+        """Back to a fresh CLOSED: counts cleared, force lifted."""
+        events: list[Event] = []
+        before = self.effective_state
+        self._become_fresh_closed()
+        self.forced = None
+        self.forced_until_ms = 0
+        self.success = self.failure = self.rejected = 0
+        self._audit(before, State.CLOSED, reason, actor, now_ms, events)
+        return events
+
+    def snapshot(self, now_ms: int) -> tuple[Snapshot, list[Event]]:
+        """The breaker as the API shows it; an expired force is lifted first."""
+        events: list[Event] = []
+        self._lift_expired_force(now_ms, events)
+        return self._snapshot(now_ms), events
+
+    @property
+    def effective_state(self) -> State:
+        """The forced state while forced, else the machine's own."""
+        return self.forced if self.forced is not None else self.state
+
+    # -- rules ------------------------------------------------------------------------------------------------
+
+    def _record_probe(self, failed: bool, now_ms: int, events: list[Event]) -> None:
+        if failed:
+            self.open_streak += 1
+            self._transition(State.OPEN, "probe failed", None, now_ms, events)
+            return
+        self.consecutive_successes += 1
+        if self.consecutive_successes >= self.config.success_threshold:
+            self.open_streak = 0
+            self._transition(State.CLOSED, "probes succeeded", None, now_ms, events)
+
+    def _record_closed(self, outcome: Outcome, failed: bool, now_ms: int, events: list[Event]) -> None:
+        was_failing = self.consecutive_failures > 0
+        if failed:
+            self.consecutive_failures += outcome.count
+        else:
+            self.consecutive_failures = 0
+        self._add_to_window(outcome, failed, now_ms)
+        if self.consecutive_failures >= self.config.failure_threshold:
+            self._transition(State.OPEN, "failure threshold reached", None, now_ms, events)
+            return
+        rate_reason = self._rate_exceeded()
+        if rate_reason is not None:
+            self._transition(State.OPEN, rate_reason, None, now_ms, events)
+            return
+        if was_failing != (self.consecutive_failures > 0):
+            events.append(
+                FailureSignal(
+                    name=self.name, consecutive_failures=self.consecutive_failures, generation=self.generation
+                )
+            )
+
+    def _add_to_window(self, outcome: Outcome, failed: bool, now_ms: int) -> None:
+        cfg = self.config
+        if cfg.window_s is None:
+            return
+        bucket_ms = self._bucket_ms(cfg.window_s)
+        current = now_ms // bucket_ms
+        self.window = {index: b for index, b in self.window.items() if index > current - WINDOW_BUCKETS}
+        bucket = self.window.setdefault(current, _Bucket())
+        bucket.calls += outcome.count
+        if failed:
+            bucket.failures += outcome.count
+        if cfg.slow_call_ms is not None and outcome.duration_ms is not None and outcome.duration_ms >= cfg.slow_call_ms:
+            bucket.slow += outcome.count
+
+    def _rate_exceeded(self) -> str | None:
+        cfg = self.config
+        if cfg.window_s is None or cfg.min_calls is None:
+            return None
+        calls = sum(b.calls for b in self.window.values())
+        if calls < cfg.min_calls:
+            return None
+        if cfg.failure_rate is not None and sum(b.failures for b in self.window.values()) >= cfg.failure_rate * calls:
+            return "failure rate exceeded"
+        if cfg.slow_call_rate is not None and sum(b.slow for b in self.window.values()) >= cfg.slow_call_rate * calls:
+            return "slow call rate exceeded"
+        return None
+
+    @staticmethod
+    def _bucket_ms(window_s: float) -> int:
+        return max(1, math.floor(window_s * 1000) // WINDOW_BUCKETS)
+
+    # -- the one choke point ------------------------------------------------------------------------------------
+
+    def _transition(self, to: State, reason: str, actor: str | None, now_ms: int, events: list[Event]) -> None:
+        before = self.state
+        self._clear_runtime()
+        self.state = to
+        if to is State.OPEN:
+            self.opened_at_ms = now_ms
+            self.open_until_ms = now_ms + self._open_timeout_ms()
+        elif to is State.CLOSED:
+            self.opened_at_ms = 0
+        self._audit(before, to, reason, actor, now_ms, events)
+
+    def _audit(
+        self, before: State, to: State, reason: str, actor: str | None, now_ms: int, events: list[Event]
+    ) -> None:
+        self.generation += 1
+        events.append(
+            Transition(
+                name=self.name,
+                from_state=before,
+                to_state=to,
+                at=now_ms / 1000,
+                reason=reason,
+                actor=actor,
+                generation=self.generation,
+            )
+        )
+
+    def _clear_runtime(self) -> None:
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.permits.clear()
+        self.window.clear()
+        self.open_until_ms = 0
+
+    def _become_fresh_closed(self) -> None:
+        self._clear_runtime()
+        self.state = State.CLOSED
+        self.opened_at_ms = 0
+        self.open_streak = 0
+
+    def _lift_expired_force(self, now_ms: int, events: list[Event]) -> None:
+        if self.forced is None or self.forced_until_ms == 0 or now_ms < self.forced_until_ms:
+            return
+        before = self.forced
+        self._become_fresh_closed()
+        self.forced = None
+        self.forced_until_ms = 0
+        self._audit(before, State.CLOSED, "force expired", None, now_ms, events)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _open_timeout_ms(self) -> int:
+        cfg = self.config
+        backoff: float = cfg.open_backoff**self.open_streak
+        seconds = min(cfg.open_timeout_s * backoff, cfg.max_open_timeout_s)
+        return math.floor(seconds * 1000)
+
+    def _grant_permit(self, now_ms: int) -> str:
+        self.permit_seq += 1
+        permit = f"{self.generation}-{self.permit_seq}"
+        self.permits[permit] = now_ms + math.floor(self.config.permit_ttl_s * 1000)
+        return permit
+
+    def _drop_expired_permits(self, now_ms: int) -> None:
+        for permit in [p for p, expires_ms in self.permits.items() if expires_ms <= now_ms]:
+            del self.permits[permit]
+
+    def _first_permit_expiry_ms(self) -> int:
+        return min(self.permits.values())
+
+    def _forced_retry_after_ms(self, now_ms: int) -> int | None:
+        return self.forced_until_ms - now_ms if self.forced_until_ms else None
+
+    def _allow(self, permit: str | None) -> Decision:
+        return Decision(allowed=True, state=self.effective_state, generation=self.generation, permit=permit)
+
+    def _deny(self, retry_after_ms: int | None) -> Decision:
+        self.rejected += 1
+        return Decision(
+            allowed=False,
+            state=self.effective_state,
+            generation=self.generation,
+            retry_after_s=None if retry_after_ms is None else max(0, retry_after_ms) / 1000,
+        )
+
+    def _snapshot(self, now_ms: int) -> Snapshot:
+        retry_after_ms: int | None = None
+        if self.forced is State.OPEN:
+            retry_after_ms = self._forced_retry_after_ms(now_ms)
+        elif self.forced is None and self.state is State.OPEN:
+            retry_after_ms = self.open_until_ms - now_ms
+        return Snapshot(
+            name=self.name,
+            state=self.state,
+            forced=self.forced,
+            generation=self.generation,
+            consecutive_failures=self.consecutive_failures,
+            consecutive_successes=self.consecutive_successes,
+            opened_at=self.opened_at_ms / 1000 if self.opened_at_ms else None,
+            retry_after_s=None if retry_after_ms is None else max(0, retry_after_ms) / 1000,
+            config=self.config,
+            counts=Counts(success=self.success, failure=self.failure, rejected=self.rejected),
+        )
