@@ -130,7 +130,7 @@ class BreakerMachine:
         """The breaker as the API shows it; an expired force is lifted first."""
         events: list[Event] = []
         self._lift_expired_force(now_ms, events)
-        return self._snapshot(now_ms), events
+        return self.view(now_ms), events
 
     @property
     def effective_state(self) -> State:
@@ -288,7 +288,8 @@ class BreakerMachine:
             retry_after_s=None if retry_after_ms is None else max(0, retry_after_ms) / 1000,
         )
 
-    def _snapshot(self, now_ms: int) -> Snapshot:
+    def view(self, now_ms: int) -> Snapshot:
+        """The breaker as of `now_ms`, lifting nothing (call after an operation that already did)."""
         retry_after_ms: int | None = None
         if self.forced is State.OPEN:
             retry_after_ms = self._forced_retry_after_ms(now_ms)

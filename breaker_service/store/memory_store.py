@@ -1,0 +1,162 @@
+"""The in-memory store: the pure-Python machine behind the store interface, for one replica only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+from breaker_client._machine import BreakerMachine, Event
+from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
+from breaker_service.errors import BreakerCapError, UnknownBreakerError
+from breaker_service.store.base import ConfigResolver, Deleted, StoreEvent
+
+HISTORY_MAX: Final = 1000
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    """Unix time in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class MemoryStore:
+    """Breakers held in this process; the same semantics as the Lua scripts."""
+
+    def __init__(self, *, resolve_config: ConfigResolver, max_breakers: int = 10_000, clock: Clock = wall_clock_ms):
+        self._resolve_config = resolve_config
+        self._max_breakers = max_breakers
+        self._clock = clock
+        self._machines: dict[str, BreakerMachine] = {}
+        self._history: dict[str, deque[Transition]] = {}
+        self._subscribers: set[asyncio.Queue[StoreEvent]] = set()
+
+    @property
+    def kind(self) -> str:
+        return "memory"
+
+    @property
+    def degraded(self) -> bool:
+        return False
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self._subscribers.clear()
+
+    async def ping(self) -> bool:
+        return True
+
+    async def declare(self, name: str, config: BreakerConfig) -> None:
+        if name not in self._machines:
+            self._create(name, config)
+
+    async def names(self) -> list[str]:
+        return sorted(self._machines)
+
+    async def snapshot(self, name: str) -> Snapshot:
+        return self._read(self._existing(name))
+
+    async def snapshots(self) -> list[Snapshot]:
+        return [self._read(self._machines[name]) for name in sorted(self._machines)]
+
+    async def configure(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str | None) -> Snapshot:
+        machine = self._machines.get(name) or self._create(name, config)
+        machine.config = config
+        now_ms = self._clock()
+        snapshot = self._read(machine, now_ms)
+        state = snapshot.effective_state
+        audit = Transition(
+            name=name,
+            from_state=state,
+            to_state=state,
+            at=now_ms / 1000,
+            reason=reason or "config updated",
+            actor=actor,
+            generation=machine.generation,
+        )
+        self._history[name].appendleft(audit)
+        self._publish(StoreEvent(kind="config", data=snapshot))
+        return snapshot
+
+    async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
+        self._existing(name)
+        del self._machines[name]
+        del self._history[name]
+        self._publish(StoreEvent(kind="deleted", data=Deleted(name=name)))
+
+    async def acquire(self, name: str) -> Decision:
+        machine = self._get_or_create(name)
+        decision, events = machine.acquire(self._clock())
+        self._emit(events)
+        return decision
+
+    async def record(self, name: str, outcome: Outcome) -> Snapshot:
+        machine = self._get_or_create(name)
+        now_ms = self._clock()
+        self._emit(machine.record(outcome, now_ms))
+        return machine.view(now_ms)
+
+    async def force(self, name: str, mode: State, *, reason: str, ttl_s: float | None, actor: str | None) -> Snapshot:
+        machine = self._get_or_create(name)
+        now_ms = self._clock()
+        self._emit(machine.force(mode, reason, ttl_s, actor, now_ms))
+        return machine.view(now_ms)
+
+    async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:
+        machine = self._existing(name)
+        now_ms = self._clock()
+        self._emit(machine.reset(reason, actor, now_ms))
+        return machine.view(now_ms)
+
+    async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
+        self._existing(name)
+        return list(self._history[name])[:limit]
+
+    async def events(self) -> AsyncIterator[StoreEvent]:
+        queue: asyncio.Queue[StoreEvent] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    # -- internals ----------------------------------------------------------------------------------------------
+
+    def _existing(self, name: str) -> BreakerMachine:
+        machine = self._machines.get(name)
+        if machine is None:
+            raise UnknownBreakerError(f"no breaker named {name!r}")
+        return machine
+
+    def _get_or_create(self, name: str) -> BreakerMachine:
+        return self._machines.get(name) or self._create(name, self._resolve_config(name))
+
+    def _create(self, name: str, config: BreakerConfig) -> BreakerMachine:
+        if len(self._machines) >= self._max_breakers:
+            raise BreakerCapError(f"cannot create {name!r}: the cap of {self._max_breakers} breakers is reached")
+        machine = BreakerMachine(name=name, config=config)
+        self._machines[name] = machine
+        self._history[name] = deque(maxlen=HISTORY_MAX)
+        return machine
+
+    def _read(self, machine: BreakerMachine, now_ms: int | None = None) -> Snapshot:
+        snapshot, events = machine.snapshot(self._clock() if now_ms is None else now_ms)
+        self._emit(events)
+        return snapshot
+
+    def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, FailureSignal):
+                self._publish(StoreEvent(kind="failures", data=event))
+            else:
+                self._history[event.name].appendleft(event)
+                self._publish(StoreEvent(kind="state", data=event))
+
+    def _publish(self, event: StoreEvent) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(event)
