@@ -1,0 +1,70 @@
+"""Thin async client of the shared circuit-breaker service.
+
+async with BreakerClient("http://breakers:8080", token=TOKEN) as client:
+    sms = client.breaker("sms_agent", retry=RetryPolicy(attempts=3), fallback=None)
+    await sms.call(send_sms, message)
+"""
+
+from breaker_client._breaker import NO_FALLBACK, Breaker
+from breaker_client._catalogue import ErrorCode
+from breaker_client._client import BreakerClient
+from breaker_client._correlation import CORRELATION_HEADER, correlation_id, current_correlation_id, use_correlation_id
+from breaker_client._errors import (
+    AuthenticationError,
+    BusinessRuleError,
+    CircuitOpenError,
+    ClientError,
+    ExternalServiceError,
+    ExternalTimeoutError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+    ServiceUnavailableError,
+    TransportError,
+    ValidationError,
+    WorkflowError,
+)
+from breaker_client._failure import FailurePolicy, default_failure_status
+from breaker_client._models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
+from breaker_client._retry import RetryPolicy, parse_retry_after
+from breaker_client._transport import BreakerTransport, host_breaker_name
+from breaker_client._views import BreakerView
+
+__all__ = [
+    "CORRELATION_HEADER",
+    "NO_FALLBACK",
+    "AuthenticationError",
+    "Breaker",
+    "BreakerClient",
+    "BreakerConfig",
+    "BreakerTransport",
+    "BreakerView",
+    "BusinessRuleError",
+    "CircuitOpenError",
+    "ClientError",
+    "Decision",
+    "ErrorCode",
+    "ExternalServiceError",
+    "ExternalTimeoutError",
+    "FailurePolicy",
+    "ForbiddenError",
+    "NotFoundError",
+    "Outcome",
+    "PayloadTooLargeError",
+    "RetryPolicy",
+    "ServiceError",
+    "ServiceUnavailableError",
+    "Snapshot",
+    "State",
+    "Transition",
+    "TransportError",
+    "ValidationError",
+    "WorkflowError",
+    "correlation_id",
+    "current_correlation_id",
+    "default_failure_status",
+    "host_breaker_name",
+    "parse_retry_after",
+    "use_correlation_id",
+]

@@ -72,14 +72,14 @@ class BreakerMachine:
         self._drop_expired_permits(now_ms)
         if self.state is State.HALF_OPEN:
             if len(self.permits) >= self.config.half_open_max_calls:
-                return self._deny(self._first_permit_expiry_ms() - now_ms), events
+                return self._deny(self._first_permit_expiry_ms(now_ms) - now_ms), events
             return self._allow(self._grant_permit(now_ms)), events
         if self.consecutive_failures == 0:
             return self._allow(None), events
         # While failures accumulate, calls in flight count against the budget, so the fleet cannot send
         # more calls than `failure_threshold` to a dependency that is dying.
         if self.consecutive_failures + len(self.permits) >= self.config.failure_threshold:
-            return self._deny(self._first_permit_expiry_ms() - now_ms), events
+            return self._deny(self._first_permit_expiry_ms(now_ms) - now_ms), events
         return self._allow(self._grant_permit(now_ms)), events
 
     def record(self, outcome: Outcome, now_ms: int) -> list[Event]:
@@ -256,7 +256,10 @@ class BreakerMachine:
 
     def _open_timeout_ms(self) -> int:
         cfg = self.config
-        backoff: float = cfg.open_backoff**self.open_streak
+        try:
+            backoff: float = cfg.open_backoff**self.open_streak
+        except OverflowError:  # Lua's float arithmetic gives inf here, which the cap below turns into the max
+            backoff = math.inf
         seconds = min(cfg.open_timeout_s * backoff, cfg.max_open_timeout_s)
         return math.floor(seconds * 1000)
 
@@ -270,8 +273,9 @@ class BreakerMachine:
         for permit in [p for p, expires_ms in self.permits.items() if expires_ms <= now_ms]:
             del self.permits[permit]
 
-    def _first_permit_expiry_ms(self) -> int:
-        return min(self.permits.values())
+    def _first_permit_expiry_ms(self, now_ms: int) -> int:
+        # No permit is out when a lowered failure_threshold is already exceeded: retry at once.
+        return min(self.permits.values(), default=now_ms)
 
     def _forced_retry_after_ms(self, now_ms: int) -> int | None:
         return self.forced_until_ms - now_ms if self.forced_until_ms else None

@@ -1,0 +1,164 @@
+"""The Starlette app: `create_app(settings)`, its routes, error handlers and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from breaker_client._catalogue import ErrorCode
+from breaker_service.auth import Authenticator
+from breaker_service.config import ConfigResolver, ServiceConfig, load_config
+from breaker_service.context import AppContext
+from breaker_service.errors import ServiceError
+from breaker_service.logs import RequestContextMiddleware, configure_logging, current_correlation_id
+from breaker_service.metrics import LatencyMiddleware, Metrics
+from breaker_service.middleware import BodyLimitMiddleware
+from breaker_service.responses import MsgspecResponse, error_body, error_response
+from breaker_service.routes import breakers, events, health, meta
+from breaker_service.settings import Settings
+from breaker_service.store.memory_store import MemoryStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from breaker_service.store.base import BreakerStore
+
+log = structlog.get_logger("breaker_service")
+
+_HTTP_CODES = {
+    401: ErrorCode.UNAUTHENTICATED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.TOO_LARGE,
+    503: ErrorCode.UNAVAILABLE,
+}
+"""Codes for Starlette's own HTTP errors; any other 4xx is ORC_001 (405 included), any other 5xx ORC_005."""
+
+
+def create_app(
+    settings: Settings, *, store: BreakerStore | None = None, config: ServiceConfig | None = None
+) -> Starlette:
+    """The service: on `store` when given (tests), else on the store `settings` name, built at startup."""
+    config = config if config is not None else load_config(settings.config_path)
+    auth = Authenticator(admin_tokens=settings.admin_tokens, client_tokens=settings.client_tokens)
+    ctx = AppContext(settings=settings, config=config, auth=auth, metrics=Metrics(), store=store)
+    app = Starlette(
+        routes=[*breakers.ROUTES, *events.ROUTES, *health.ROUTES, *meta.ROUTES],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(LatencyMiddleware, metrics=ctx.metrics),
+            Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+        ],
+        exception_handlers={ServiceError: on_service_error, HTTPException: on_http_exception},
+        lifespan=lifespan,
+    )
+    app.state.context = ctx
+    return app
+
+
+def build_store(settings: Settings, config: ServiceConfig) -> BreakerStore:
+    """MemoryStore without REDIS_URL; else RedisStore, wrapped to keep answering while Redis is unreachable."""
+    resolve = ConfigResolver(config)
+    if settings.redis_url is None:
+        return MemoryStore(resolve_config=resolve, max_breakers=settings.max_breakers)
+    # Imported here: the Redis modules are not needed (nor loaded) on the memory store.
+    from breaker_service.store.redis_store import RedisStore, create_redis
+    from breaker_service.store.resilient import ResilientStore
+
+    client = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    shared = RedisStore(client, resolve_config=resolve, max_breakers=settings.max_breakers)
+    return ResilientStore(shared, resolve_config=resolve, max_breakers=settings.max_breakers)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Build and start the store, declare the config-file breakers, watch transitions; undo it all at shutdown."""
+    ctx = context_of(app)
+    if not ctx.has_store:
+        ctx.use_store(build_store(ctx.settings, ctx.config))
+    store = ctx.store
+    if store.kind == "memory":
+        log.warning("store: in memory, state is lost on restart; run ONE replica only (set REDIS_URL to share)")
+    else:
+        log.info("store: redis", cluster=ctx.settings.redis_cluster)
+    if not ctx.settings.admin_tokens:
+        log.warning("no BREAKER_ADMIN_TOKENS: admin routes refuse every request")
+    await store.start()
+    for name, declared in ctx.config.breakers.items():
+        await store.declare(name, declared.config)
+    log.info("config loaded", source=ctx.config.source, declared=len(ctx.config.breakers))
+    async with watch_transitions(ctx):
+        try:
+            yield
+        finally:
+            ctx.stopping.set()
+    await store.close()
+
+
+@contextlib.asynccontextmanager
+async def watch_transitions(ctx: AppContext) -> AsyncIterator[None]:
+    """Log and count every transition on the events channel (on Redis: every replica sees every transition)."""
+    task = asyncio.create_task(events.watch_transitions(ctx.store, ctx.metrics), name="transition-watch")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def context_of(app: Starlette) -> AppContext:
+    """The app's `AppContext`."""
+    ctx: AppContext = app.state.context
+    return ctx
+
+
+async def on_service_error(request: Request, exc: Exception) -> Response:
+    """A `ServiceError`: its code, status and details."""
+    if not isinstance(exc, ServiceError):
+        raise exc
+    return error_response(exc, current_correlation_id())
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (404/405 from routing): the contract's body; 405 lists every allowed method."""
+    if not isinstance(exc, HTTPException):
+        raise exc
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.VALIDATION if exc.status_code < 500 else ErrorCode.UNAVAILABLE)
+    headers = dict(exc.headers or {})
+    details = None
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        details = {"allowed": allowed}
+    message = {
+        404: f"no route for {request.method} {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(exc.status_code, exc.detail)
+    body = error_body(code, message, current_correlation_id(), details)
+    return MsgspecResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (one path may be spread over several routes)."""
+    path = request.url.path
+    return sorted(
+        {m for r in request.app.routes if isinstance(r, Route) and r.path_regex.match(path) for m in r.methods or ()}
+    )
+
+
+def main_app() -> Starlette:
+    """`uvicorn --factory breaker_service.app:main_app`: settings from the environment, JSON logs."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)

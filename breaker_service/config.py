@@ -1,0 +1,133 @@
+"""The breaker config file (TOML): defaults, per-breaker overrides and probe URLs, queues.
+
+```toml
+[defaults]                      # BreakerConfig fields; omitted ones take the seed's defaults
+failure_threshold = 5
+
+[breakers.sms_agent]            # declared at start; fields override [defaults]
+open_timeout_s = 30
+probe_url = "http://sms-agent:8000/health"
+
+[queues.sms_outbox]
+max_attempts = 5
+```
+
+Without `BREAKER_CONFIG` the bundled `default_config.toml` applies. Unknown keys are rejected and every error
+names the file and the table.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+from breaker_client._models import NAME_PATTERN, BreakerConfig, PositiveInt, is_valid_name
+
+T = TypeVar("T", bound=Struct)
+
+BUNDLED: Final = "default_config.toml"
+RESERVED_NAMES: Final = frozenset({"redis"})
+"""Names a declared breaker cannot take: `/health/dependencies` reports the store under `redis`."""
+
+ProbeUrl = Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=2000)]
+
+
+class ConfigError(Exception):
+    """The config file cannot be read or holds a bad value."""
+
+
+class QueueConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """`[queues.<name>]`."""
+
+    max_attempts: PositiveInt = 5
+
+
+class DeclaredBreaker(Struct, frozen=True, kw_only=True):
+    """A breaker named in the config file: its merged config and optional probe URL."""
+
+    config: BreakerConfig
+    probe_url: ProbeUrl | None = None
+
+
+class ServiceConfig(Struct, frozen=True, kw_only=True):
+    """The parsed config file."""
+
+    source: str
+    defaults: BreakerConfig
+    breakers: dict[str, DeclaredBreaker] = field(default_factory=dict)
+    queues: dict[str, QueueConfig] = field(default_factory=dict)
+
+
+class _File(Struct, forbid_unknown_fields=True, kw_only=True):
+    defaults: dict[str, Any] = field(default_factory=dict)
+    breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class ConfigResolver:
+    """name -> BreakerConfig: the breaker's config-file override merged over the defaults, else the defaults."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self._config = config
+
+    def __call__(self, name: str) -> BreakerConfig:
+        declared = self._config.breakers.get(name)
+        return declared.config if declared is not None else self._config.defaults
+
+
+def load_config(path: str | Path | None = None) -> ServiceConfig:
+    """Read `path`, or the bundled default when None; raise `ConfigError` naming the file on any problem."""
+    if path is None:
+        source = f"<bundled {BUNDLED}>"
+        text = resources.files("breaker_service").joinpath(BUNDLED).read_text(encoding="utf-8")
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read: {exc}") from None
+    return parse_config(text, source=source)
+
+
+def parse_config(text: str, *, source: str) -> ServiceConfig:
+    """Parse and validate the TOML text of a config file."""
+    try:
+        raw = msgspec.convert(tomllib.loads(text), _File)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    defaults = _convert(raw.defaults, BreakerConfig, source, "[defaults]")
+    base = msgspec.structs.asdict(defaults)
+    breakers: dict[str, DeclaredBreaker] = {}
+    for name, table in raw.breakers.items():
+        where = f"[breakers.{name}]"
+        _check_name(name, source, where)
+        if name in RESERVED_NAMES:
+            raise ConfigError(f"{source}: {where}: the name {name!r} is reserved")
+        overrides = dict(table)
+        probe_url = overrides.pop("probe_url", None)
+        config = _convert(base | overrides, BreakerConfig, source, where)
+        breakers[name] = _convert({"config": config, "probe_url": probe_url}, DeclaredBreaker, source, where)
+    queues: dict[str, QueueConfig] = {}
+    for name, table in raw.queues.items():
+        _check_name(name, source, f"[queues.{name}]")
+        queues[name] = _convert(table, QueueConfig, source, f"[queues.{name}]")
+    return ServiceConfig(source=source, defaults=defaults, breakers=breakers, queues=queues)
+
+
+def _convert(value: object, kind: type[T], source: str, where: str) -> T:
+    try:
+        return msgspec.convert(value, kind, from_attributes=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {where}: {exc}") from None
+
+
+def _check_name(name: str, source: str, where: str) -> None:
+    if not is_valid_name(name):
+        raise ConfigError(f"{source}: {where}: the name must match {NAME_PATTERN}")

@@ -1,0 +1,59 @@
+"""What the routes share for the life of one app: settings, config, auth, metrics, the store, the stop signal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from breaker_service.errors import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
+    from breaker_service.auth import Authenticator
+    from breaker_service.config import ServiceConfig
+    from breaker_service.metrics import Metrics
+    from breaker_service.settings import Settings
+    from breaker_service.store.base import BreakerStore
+
+
+class AppContext:
+    """Held in `app.state.context`; the lifespan fills in the store when `create_app` was not given one."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        config: ServiceConfig,
+        auth: Authenticator,
+        metrics: Metrics,
+        store: BreakerStore | None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.auth = auth
+        self.metrics = metrics
+        self.stopping = asyncio.Event()
+        """Set when the server begins to shut down: event streams end so connections can close."""
+        self._store = store
+
+    @property
+    def store(self) -> BreakerStore:
+        """The started store; 503 while there is none yet."""
+        if self._store is None:
+            raise StoreUnavailableError("the store is not started")
+        return self._store
+
+    @property
+    def has_store(self) -> bool:
+        """Whether a store was given or built."""
+        return self._store is not None
+
+    def use_store(self, store: BreakerStore) -> None:
+        """Install the store the lifespan built."""
+        self._store = store
+
+
+def context(connection: HTTPConnection) -> AppContext:
+    """The context of the app serving `connection`."""
+    return cast("AppContext", connection.app.state.context)

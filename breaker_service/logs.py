@@ -1,0 +1,136 @@
+"""structlog set-up and the request-context middleware: correlation ids and one canonical log line per request.
+
+Every log line is JSON with timestamp, level, event and the request's correlation_id (plus `breaker` once a route
+binds it). The middleware is also the last resort for errors nothing else handled: it answers the contract's error
+body (500, no traceback) and logs the exception, so the client always gets the correlation id back.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import structlog
+from starlette.datastructures import Headers
+
+from breaker_client._catalogue import ErrorCode
+from breaker_service.errors import ServiceError
+from breaker_service.responses import MsgspecResponse, error_body, error_response
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER: Final = "X-Correlation-ID"
+_VALID_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+_LOG_ENCODER: Final = msgspec.json.Encoder(enc_hook=repr)
+
+log = structlog.get_logger("breaker_service.http")
+
+
+def _serialize(event: Any, **_: Any) -> bytes:
+    return _LOG_ENCODER.encode(event)
+
+
+def _with_correlation_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    # Lines outside a request (startup, the transition watch) carry the key too, as null.
+    event.setdefault("correlation_id", None)
+    return event
+
+
+def configure_logging(level: str = "INFO", *, cache: bool = True) -> None:
+    """JSON lines on stdout, the structlog production config; pass `cache=False` in tests."""
+    structlog.configure(
+        cache_logger_on_first_use=cache,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            _with_correlation_id,
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(serializer=_serialize),
+        ],
+        logger_factory=structlog.BytesLoggerFactory(),
+    )
+
+
+def current_correlation_id() -> str | None:
+    """The correlation id of the request being served, if any."""
+    return _correlation_id.get()
+
+
+def pick_correlation_id(presented: str | None) -> str:
+    """The presented id when it is sane (1-128 chars of `A-Za-z0-9._:-`), else a fresh one."""
+    if presented is not None and _VALID_ID.fullmatch(presented):
+        return presented
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Binds the correlation id, echoes it on every answer, and logs one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        correlation_id = pick_correlation_id(Headers(scope=scope).get(HEADER))
+        _correlation_id.set(correlation_id)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status, response_started = message["status"], True
+                message["headers"] = [*message.get("headers", []), (b"x-correlation-id", correlation_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if isinstance(exc, ServiceError):
+                response = error_response(exc, correlation_id)
+            else:
+                log.error("unhandled exception", exc_info=exc)
+                response = internal_error_response(correlation_id)
+            if not response_started:  # else the answer is under way and this connection can say no more
+                await response(scope, receive, send_with_id)
+        finally:
+            _canonical_line(status)(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=route_template(scope),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+
+def internal_error_response(correlation_id: str | None) -> MsgspecResponse:
+    """500 with the contract's body and no traceback."""
+    # The catalogue has no code of its own for a bug; ORC_005 tells a client to back off and retry.
+    return MsgspecResponse(error_body(ErrorCode.UNAVAILABLE, "internal error", correlation_id), status_code=500)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (`/breakers/{name}`), or `<unmatched>`."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "<unmatched>"
+
+
+def _canonical_line(status: int) -> Any:
+    if status >= 500:
+        return log.error
+    return log.warning if status >= 400 else log.info

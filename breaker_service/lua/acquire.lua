@@ -1,0 +1,43 @@
+-- acquire.lua: ask to make one call now (docs/semantics.md, "acquire"). Runs after _lib.lua.
+-- KEYS[1..4] and ARGV[1..2] as in _lib.lua; no further arguments.
+-- returns nil when the breaker does not exist, else
+--   {allowed (1/0), effective state, generation, permit or "", retry_after_ms (-1: none)}
+
+local function allow(permit)
+  return {1, effective(), S.generation, permit or '', -1}
+end
+
+local function deny(retry_after_ms)
+  S.rejected = S.rejected + 1
+  return {0, effective(), S.generation, '', retry_after_ms and math.max(0, retry_after_ms) or -1}
+end
+
+local function decide()
+  lift_expired_force()
+  if S.forced == 'OPEN' then
+    if S.forced_until_ms ~= 0 then return deny(S.forced_until_ms - NOW_MS) end
+    return deny(nil)
+  end
+  if S.forced == 'CLOSED' then return allow(nil) end
+  if S.state == 'OPEN' then
+    if NOW_MS < S.open_until_ms then return deny(S.open_until_ms - NOW_MS) end
+    transition('HALF_OPEN', 'open timeout elapsed', nil)
+  end
+  drop_expired_permits()
+  if S.state == 'HALF_OPEN' then
+    if live_permits() >= cfg.half_open_max_calls then return deny(first_permit_expiry_ms() - NOW_MS) end
+    return allow(grant_permit())
+  end
+  if S.consecutive_failures == 0 then return allow(nil) end
+  -- While failures accumulate, calls in flight count against the budget, so the fleet cannot send more
+  -- calls than failure_threshold to a dependency that is dying.
+  if S.consecutive_failures + live_permits() >= cfg.failure_threshold then
+    return deny(first_permit_expiry_ms() - NOW_MS)
+  end
+  return allow(grant_permit())
+end
+
+if not load() then return false end
+local decision = decide()
+save()
+return decision

@@ -1,0 +1,108 @@
+-- record.lua: take the outcome of one call, or `count` calls (docs/semantics.md, "record"). Runs after _lib.lua.
+-- KEYS[1..4] and ARGV[1..2] as in _lib.lua
+-- ARGV[3] "success" or "failure"   ARGV[4] count   ARGV[5] duration_ms or ""
+-- ARGV[6] permit or ""             ARGV[7] the generation the caller saw, or ""
+-- returns nil when the breaker does not exist, else the snapshot reply (_lib.lua)
+
+local failed = ARGV[3] == 'failure'
+local count = tonumber(ARGV[4])
+local duration_ms = tonumber(ARGV[5])
+local permit = ARGV[6]
+local generation = tonumber(ARGV[7])
+
+-- Adds the outcome to the current bucket, drops buckets that left the window, and answers the window's
+-- totals: calls, failures, slow calls.
+local function add_to_window()
+  local bucket_ms = math.max(1, math.floor(math.floor(cfg.window_s * 1000) / WINDOW_BUCKETS))
+  local current = math.floor(NOW_MS / bucket_ms)
+  local totals = {c = 0, f = 0, s = 0}
+  local stale = {}
+  local fields = redis.call('HGETALL', WINDOW_KEY)
+  for i = 1, #fields, 2 do
+    local bucket, kind = string.match(fields[i], '^(%d+):(%a)$')
+    if tonumber(bucket) <= current - WINDOW_BUCKETS then
+      stale[#stale + 1] = fields[i]
+    else
+      totals[kind] = totals[kind] + tonumber(fields[i + 1])
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', WINDOW_KEY, unpack(stale)) end
+  local added = {c = count, f = failed and count or 0, s = 0}
+  if cfg.slow_call_ms and duration_ms and duration_ms >= cfg.slow_call_ms then added.s = count end
+  for kind, n in pairs(added) do
+    if n > 0 then
+      redis.call('HINCRBY', WINDOW_KEY, string.format('%d:%s', current, kind), n)
+      totals[kind] = totals[kind] + n
+    end
+  end
+  return totals
+end
+
+local function rate_exceeded(window)
+  if not cfg.min_calls or window.c < cfg.min_calls then return nil end
+  if cfg.failure_rate and window.f >= cfg.failure_rate * window.c then return 'failure rate exceeded' end
+  if cfg.slow_call_rate and window.s >= cfg.slow_call_rate * window.c then return 'slow call rate exceeded' end
+  return nil
+end
+
+local function record_probe()
+  if failed then
+    S.open_streak = S.open_streak + 1
+    transition('OPEN', 'probe failed', nil)
+    return
+  end
+  S.consecutive_successes = S.consecutive_successes + 1
+  if S.consecutive_successes >= cfg.success_threshold then
+    S.open_streak = 0
+    transition('CLOSED', 'probes succeeded', nil)
+  end
+end
+
+local function record_closed()
+  local was_failing = S.consecutive_failures > 0
+  if failed then
+    S.consecutive_failures = S.consecutive_failures + count
+  else
+    S.consecutive_failures = 0
+  end
+  local window = cfg.window_s and add_to_window()
+  if S.consecutive_failures >= cfg.failure_threshold then
+    transition('OPEN', 'failure threshold reached', nil)
+    return
+  end
+  local rate_reason = window and rate_exceeded(window)
+  if rate_reason then
+    transition('OPEN', rate_reason, nil)
+    return
+  end
+  if was_failing ~= (S.consecutive_failures > 0) then
+    -- Clients go strict while failures accumulate and relax when they stop (see the client docs).
+    redis.call('PUBLISH', CHANNEL, cjson.encode({kind = 'failures', data = {
+      name = NAME, consecutive_failures = S.consecutive_failures, generation = S.generation,
+    }}))
+  end
+end
+
+local function apply()
+  lift_expired_force()
+  if failed then
+    S.failure = S.failure + count
+  else
+    S.success = S.success + count
+  end
+  if S.forced ~= '' or S.state == 'OPEN' then return end
+  -- A late result from before a transition must not close or reopen the breaker.
+  if generation and generation ~= S.generation then return end
+  drop_expired_permits()
+  local had_permit = permit ~= '' and redis.call('ZREM', PERMITS_KEY, permit) == 1
+  if S.state == 'HALF_OPEN' then
+    if had_permit then record_probe() end
+    return
+  end
+  record_closed()
+end
+
+if not load() then return false end
+apply()
+save()
+return snapshot_reply()

@@ -1,0 +1,142 @@
+"""`/breakers`: read, configure, delete, acquire, record, force, reset, history."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import structlog
+from starlette.responses import Response
+from starlette.routing import Route
+
+from breaker_client._models import (
+    AcquireRequest,
+    BreakerConfig,
+    BreakerList,
+    Decision,
+    ForceRequest,
+    History,
+    Outcome,
+    ResetRequest,
+    Snapshot,
+    State,
+)
+from breaker_service.auth import Role
+from breaker_service.context import context
+from breaker_service.responses import MsgspecResponse
+from breaker_service.routes.common import (
+    REASON_QUERY,
+    Limit,
+    actor_of,
+    audit_reason,
+    convert_body,
+    name_of,
+    operation,
+    query_value,
+    read_body,
+)
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+_ACQUIRE: Final = msgspec.json.Decoder(AcquireRequest)
+_OUTCOME: Final = msgspec.json.Decoder(Outcome)
+_FORCE: Final = msgspec.json.Decoder(ForceRequest)
+_RESET: Final = msgspec.json.Decoder(ResetRequest)
+_OBJECT: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+@operation("List every breaker", role=Role.CLIENT, answer=BreakerList)
+async def list_breakers(request: Request) -> Response:
+    return MsgspecResponse(BreakerList(breakers=await context(request).store.snapshots()))
+
+
+@operation("One breaker's snapshot", role=Role.CLIENT, answer=Snapshot)
+async def get_breaker(request: Request) -> Response:
+    return MsgspecResponse(await context(request).store.snapshot(name_of(request)))
+
+
+@operation(
+    "Create a breaker or replace its config", role=Role.ADMIN, body=BreakerConfig, answer=Snapshot, query=REASON_QUERY
+)
+async def put_breaker(request: Request) -> Response:
+    ctx = context(request)
+    reason = audit_reason(request)
+    fields = await read_body(request, _OBJECT)
+    # Fields the body omits take the config file's [defaults], like a breaker created on first use.
+    config = convert_body(msgspec.structs.asdict(ctx.config.defaults) | fields, BreakerConfig)
+    snapshot = await ctx.store.configure(name_of(request), config, actor=actor_of(request), reason=reason)
+    return MsgspecResponse(snapshot)
+
+
+@operation("Delete a breaker and its history", role=Role.ADMIN, status=204, query=REASON_QUERY)
+async def delete_breaker(request: Request) -> Response:
+    reason = audit_reason(request)
+    await context(request).store.delete(name_of(request), actor=actor_of(request), reason=reason)
+    return Response(status_code=204)
+
+
+@operation("Ask to make one call", role=Role.CLIENT, body=AcquireRequest, answer=Decision)
+async def acquire(request: Request) -> Response:
+    ctx, name = context(request), name_of(request)
+    await read_body(request, _ACQUIRE, empty=b"{}")
+    decision = await ctx.store.acquire(name)
+    ctx.metrics.decision(name, decision)
+    return MsgspecResponse(decision)
+
+
+@operation("Report a call's outcome", role=Role.CLIENT, body=Outcome, answer=Snapshot)
+async def record(request: Request) -> Response:
+    ctx, name = context(request), name_of(request)
+    outcome = await read_body(request, _OUTCOME)
+    snapshot = await ctx.store.record(name, outcome)
+    ctx.metrics.outcome(name, outcome)
+    return MsgspecResponse(snapshot)
+
+
+async def _force(request: Request, mode: State) -> Response:
+    body = await read_body(request, _FORCE)
+    structlog.contextvars.bind_contextvars(reason=body.reason)
+    snapshot = await context(request).store.force(
+        name_of(request), mode, reason=body.reason, ttl_s=body.ttl_s, actor=actor_of(request)
+    )
+    return MsgspecResponse(snapshot)
+
+
+@operation("Force the breaker OPEN (deny every call)", role=Role.ADMIN, body=ForceRequest, answer=Snapshot)
+async def force_open(request: Request) -> Response:
+    return await _force(request, State.OPEN)
+
+
+@operation("Force the breaker CLOSED (allow every call)", role=Role.ADMIN, body=ForceRequest, answer=Snapshot)
+async def force_close(request: Request) -> Response:
+    return await _force(request, State.CLOSED)
+
+
+@operation("Fresh CLOSED: counts cleared, force lifted", role=Role.ADMIN, body=ResetRequest, answer=Snapshot)
+async def reset(request: Request) -> Response:
+    body = await read_body(request, _RESET)
+    structlog.contextvars.bind_contextvars(reason=body.reason)
+    snapshot = await context(request).store.reset(name_of(request), reason=body.reason, actor=actor_of(request))
+    return MsgspecResponse(snapshot)
+
+
+@operation("Transitions, newest first", role=Role.CLIENT, answer=History, query={"limit": Limit})
+async def history(request: Request) -> Response:
+    limit: int = query_value(request, "limit", Limit, 100)
+    transitions = await context(request).store.history(name_of(request), limit=limit)
+    return MsgspecResponse(History(transitions=transitions))
+
+
+ROUTES: Final = [
+    Route("/breakers", list_breakers, methods=["GET"]),
+    Route("/breakers/{name}", get_breaker, methods=["GET"]),
+    Route("/breakers/{name}", put_breaker, methods=["PUT"]),
+    Route("/breakers/{name}", delete_breaker, methods=["DELETE"]),
+    Route("/breakers/{name}/acquire", acquire, methods=["POST"]),
+    Route("/breakers/{name}/record", record, methods=["POST"]),
+    Route("/breakers/{name}/force-open", force_open, methods=["POST"]),
+    Route("/breakers/{name}/force-close", force_close, methods=["POST"]),
+    Route("/breakers/{name}/reset", reset, methods=["POST"]),
+    Route("/breakers/{name}/history", history, methods=["GET"]),
+]

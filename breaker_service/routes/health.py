@@ -1,0 +1,76 @@
+"""`/health`, `/health/ready` and `/health/dependencies`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Final
+
+from starlette.routing import Route
+
+from breaker_client._models import Health, State
+from breaker_service.auth import Role
+from breaker_service.context import context
+from breaker_service.errors import ServiceError
+from breaker_service.responses import MsgspecResponse
+from breaker_service.routes.common import operation
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from breaker_service.store.base import BreakerStore
+
+PING_TIMEOUT_S: Final = 2.0
+STORE_KEY: Final = "redis"
+"""The store's key in `/health/dependencies`, as in the contract's example, whichever store runs."""
+
+
+@operation("Liveness: ok while the process serves", role=None, answer=Health)
+async def health(request: Request) -> Response:
+    store = context(request).store
+    return MsgspecResponse(Health(status="ok", store=store.kind, degraded=store.degraded))
+
+
+@operation("Readiness: 503 while the store is unreachable", role=None, answer=Health)
+async def ready(request: Request) -> Response:
+    store = context(request).store
+    reachable = await _ping(store)
+    status = "ok" if reachable else "unavailable"
+    body = Health(status=status, store=store.kind, degraded=store.degraded)
+    return MsgspecResponse(body, status_code=200 if reachable else 503)
+
+
+@operation("One boolean per config-file breaker, plus the store", role=Role.CLIENT, answer=dict[str, bool])
+async def dependencies(request: Request) -> Response:
+    """The seed's shape: `{"<breaker>": healthy, ..., "redis": store reachable}`.
+
+    A breaker is healthy while its effective state is not OPEN (forced or not); one that was deleted counts as
+    healthy, as nothing says it fails. The store is always reported under `redis`, also on the memory store (which
+    always answers), so the shape does not change with the deployment. Breakers unreadable because the store is
+    down are reported unhealthy.
+    """
+    ctx = context(request)
+    declared = ctx.config.breakers
+    reachable = await _ping(ctx.store)
+    try:
+        open_now = {s.name for s in await ctx.store.snapshots() if s.effective_state is State.OPEN}
+    except ServiceError:
+        open_now = set(declared)
+    answer = {name: name not in open_now for name in declared}
+    answer[STORE_KEY] = reachable
+    return MsgspecResponse(answer)
+
+
+async def _ping(store: BreakerStore) -> bool:
+    try:
+        async with asyncio.timeout(PING_TIMEOUT_S):
+            return await store.ping()
+    except (TimeoutError, ServiceError):
+        return False
+
+
+ROUTES: Final = [
+    Route("/health", health, methods=["GET"]),
+    Route("/health/ready", ready, methods=["GET"]),
+    Route("/health/dependencies", dependencies, methods=["GET"]),
+]

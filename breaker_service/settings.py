@@ -1,0 +1,100 @@
+"""Settings, read once from the environment into a frozen Struct.
+
+A bad value stops the service at start with a message naming the variable (`SettingsError`), never a traceback.
+Empty variables count as unset.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+ENV_NAMES: Final = {
+    "host": "BREAKER_HOST",
+    "port": "BREAKER_PORT",
+    "redis_url": "REDIS_URL",
+    "redis_cluster": "REDIS_CLUSTER",
+    "config_path": "BREAKER_CONFIG",
+    "admin_tokens": "BREAKER_ADMIN_TOKENS",
+    "client_tokens": "BREAKER_CLIENT_TOKENS",
+    "max_body_bytes": "BREAKER_MAX_BODY_BYTES",
+    "max_breakers": "BREAKER_MAX_BREAKERS",
+    "log_level": "BREAKER_LOG_LEVEL",
+    "sse_keepalive_s": "BREAKER_SSE_KEEPALIVE_S",
+}
+REDIS_SCHEMES: Final = ("redis://", "rediss://", "redis+sentinel://", "unix://")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class SettingsError(Exception):
+    """An environment variable holds a value the service cannot start with."""
+
+
+class Settings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename=ENV_NAMES):
+    """Everything the service reads from the environment; defaults are the documented ones.
+
+    `client_tokens` is None while `BREAKER_CLIENT_TOKENS` is unset: client and reader routes are then open.
+    Token maps go from the token's name (the actor in audit entries) to the secret.
+    """
+
+    host: Annotated[str, Meta(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    config_path: str | None = None
+    admin_tokens: dict[str, str] = field(default_factory=dict)
+    client_tokens: dict[str, str] | None = None
+    max_body_bytes: Annotated[int, Meta(ge=1)] = 1024 * 1024
+    max_breakers: Annotated[int, Meta(ge=1)] = 10_000
+    log_level: LogLevel = "INFO"
+    sse_keepalive_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
+
+    def __post_init__(self) -> None:
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ValueError(f"REDIS_URL must start with one of {', '.join(REDIS_SCHEMES)}")
+        if self.redis_cluster and self.redis_url is None:
+            raise ValueError("REDIS_CLUSTER needs REDIS_URL naming a cluster node")
+        seen = list((self.admin_tokens | (self.client_tokens or {})).values())
+        if len(seen) != len(set(seen)) or set(self.admin_tokens) & set(self.client_tokens or {}):
+            raise ValueError("a token or token name appears twice in BREAKER_ADMIN_TOKENS/BREAKER_CLIENT_TOKENS")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: `os.environ`); raise `SettingsError` on a bad value."""
+        source = os.environ if env is None else env
+        raw: dict[str, object] = {}
+        for var in ENV_NAMES.values():
+            value = source.get(var, "").strip()
+            if value:
+                raw[var] = parse_tokens(var, value) if var.endswith("_TOKENS") else value
+        if "BREAKER_LOG_LEVEL" in raw:
+            raw["BREAKER_LOG_LEVEL"] = str(raw["BREAKER_LOG_LEVEL"]).upper()
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(f"bad environment: {_name_the_variable(str(exc))}") from None
+
+
+def parse_tokens(var: str, value: str) -> dict[str, str]:
+    """Parse `name:token,name:token`; names and tokens are non-empty and carry no whitespace."""
+    tokens: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, token = item.strip().partition(":")
+        if not sep or not name or not token or any(c.isspace() for c in name + token):
+            raise SettingsError(f"bad environment: {var} must be a comma-separated list of name:token")
+        if name in tokens:
+            raise SettingsError(f"bad environment: {var} names {name!r} twice")
+        tokens[name] = token
+    return tokens
+
+
+def _name_the_variable(message: str) -> str:
+    # msgspec's path is `$.BREAKER_PORT`, thanks to `rename`; make it read as the variable.
+    return message.replace(" - at `$.", " - in `").replace("`$`", "the environment")

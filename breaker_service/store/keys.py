@@ -1,0 +1,38 @@
+"""Redis key names (docs/semantics.md, "Redis layout").
+
+Every key of one breaker carries the hash tag `{name}`, so each script touches one cluster slot. The registry
+and the audit stream live in slots of their own and are never touched from a script.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+REGISTRY_KEY: Final = "brk:registry"
+AUDIT_KEY: Final = "brk:audit"
+AUDIT_MAXLEN: Final = 10_000
+
+
+def state_key(name: str) -> str:
+    """Hash: state fields, counts, permit_seq and the config JSON."""
+    return f"brk:{{{name}}}:state"
+
+
+def permits_key(name: str) -> str:
+    """Sorted set: permit id scored by expiry (ms)."""
+    return f"brk:{{{name}}}:permits"
+
+
+def window_key(name: str) -> str:
+    """Hash: rate-mode bucket counters."""
+    return f"brk:{{{name}}}:window"
+
+
+def history_key(name: str) -> str:
+    """Stream: the breaker's transitions, capped."""
+    return f"brk:{{{name}}}:history"
+
+
+def breaker_keys(name: str) -> tuple[str, str, str, str]:
+    """The KEYS every breaker script takes, in the order `lua/_lib.lua` documents."""
+    return state_key(name), permits_key(name), window_key(name), history_key(name)

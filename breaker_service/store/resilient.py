@@ -1,0 +1,352 @@
+"""A shared store that keeps answering from local state while the shared store is unreachable.
+
+`ResilientStore` wraps the shared store (Redis) and delegates every call to it, remembering the last snapshot it
+answered for each breaker. When a call raises `StoreUnavailableError` the store turns *degraded*:
+
+- acquire and record run on a local `BreakerMachine` per breaker, seeded from that last snapshot (config, state,
+  force, generation, counters; an OPEN breaker keeps the open time it had left), or from the declared or resolved
+  config for a breaker never seen. Decisions say `degraded: true`; permits granted locally are prefixed `local-`,
+  so the shared store never takes one for its own.
+- snapshot, snapshots and names answer from the breakers this replica knows; history raises
+  `StoreUnavailableError`: it lives only in the shared store.
+- admin writes (configure, delete, force, reset) always go to the shared store, so they fail with
+  `StoreUnavailableError` (503 ORC_005) while it is down: they are never kept only locally.
+
+A background task retries the shared store, backing off from `retry_min_s` to `retry_max_s`; `ping()` and a
+successful admin write try too. The first that gets an answer declares the config-file breakers again (a Redis
+restarted empty gets them back) and switches back to the shared store. The local, degraded-era state is then
+dropped: shared state wins. What the local machines counted during the outage is not merged back; every replica
+counted on its own, so no merge would be right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+import structlog
+
+from breaker_client._machine import BreakerMachine
+from breaker_client._models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State, Transition
+from breaker_service.errors import BreakerCapError, StoreUnavailableError, UnknownBreakerError
+from breaker_service.store.memory_store import Clock, wall_clock_ms
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from breaker_service.store.base import BreakerStore, ConfigResolver, StoreEvent
+
+LOCAL_PERMIT_PREFIX: Final = "local-"
+
+log = structlog.get_logger()
+
+
+class _Known(msgspec.Struct):
+    """The last snapshot the shared store answered, and when (local clock) it did."""
+
+    snapshot: Snapshot
+    seen_ms: int
+
+
+class ResilientStore:
+    """The shared store, with a local fallback for acquire, record and reads while it is unreachable."""
+
+    def __init__(
+        self,
+        shared: BreakerStore,
+        *,
+        resolve_config: ConfigResolver,
+        max_breakers: int = 10_000,
+        retry_min_s: float = 0.5,
+        retry_max_s: float = 5.0,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        if not 0 < retry_min_s <= retry_max_s:
+            raise ValueError("need 0 < retry_min_s <= retry_max_s")
+        self._shared = shared
+        self._resolve_config = resolve_config
+        self._max_breakers = max_breakers
+        self._retry_min_s = retry_min_s
+        self._retry_max_s = retry_max_s
+        self._clock = clock
+        self._known: dict[str, _Known] = {}
+        self._local: dict[str, BreakerMachine] = {}
+        self._declared: dict[str, BreakerConfig] = {}
+        self._shared_started = False
+        self._healthy = asyncio.Event()
+        self._healthy.set()
+        self._recovery: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def kind(self) -> str:
+        return self._shared.kind
+
+    @property
+    def degraded(self) -> bool:
+        return not self._healthy.is_set()
+
+    async def start(self) -> None:
+        """Start the shared store; if it is unreachable, start degraded and keep trying in the background."""
+        try:
+            await self._shared.start()
+        except StoreUnavailableError as exc:
+            self._enter_degraded(exc)
+        else:
+            self._shared_started = True
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+        await self._shared.close()
+
+    async def ping(self) -> bool:
+        """Whether the shared store answers now; an answer ends a degraded spell, a failure starts one."""
+        if self.degraded:
+            return await self._reconnect()
+        if await self._shared.ping():
+            return True
+        self._enter_degraded(StoreUnavailableError("the store does not answer PING"))
+        return False
+
+    async def declare(self, name: str, config: BreakerConfig) -> None:
+        """Declare on the shared store now, or when it answers again; and again after every outage."""
+        self._declared[name] = config
+        if not self.degraded:
+            try:
+                await self._shared.declare(name, config)
+            except StoreUnavailableError as exc:
+                self._enter_degraded(exc)
+
+    # -- reads: local while degraded ----------------------------------------------------------------------------
+
+    async def names(self) -> list[str]:
+        if not self.degraded:
+            try:
+                return await self._shared.names()
+            except StoreUnavailableError as exc:
+                self._enter_degraded(exc)
+        return sorted(self._local.keys() | self._known.keys())
+
+    async def snapshot(self, name: str) -> Snapshot:
+        if not self.degraded:
+            try:
+                return self._remember(await self._shared.snapshot(name))
+            except UnknownBreakerError:
+                self._known.pop(name, None)
+                raise
+            except StoreUnavailableError as exc:
+                self._enter_degraded(exc)
+        if name not in self._local and name not in self._known:
+            raise StoreUnavailableError(f"the store is unreachable and this replica has not seen {name!r}")
+        return self._local_snapshot(name)
+
+    async def snapshots(self) -> list[Snapshot]:
+        if not self.degraded:
+            try:
+                return [self._remember(snapshot) for snapshot in await self._shared.snapshots()]
+            except StoreUnavailableError as exc:
+                self._enter_degraded(exc)
+        return [self._local_snapshot(name) for name in sorted(self._local.keys() | self._known.keys())]
+
+    async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
+        if self.degraded:
+            raise StoreUnavailableError("the store is unreachable, and history lives only there")
+        try:
+            return await self._shared.history(name, limit=limit)
+        except StoreUnavailableError as exc:
+            self._enter_degraded(exc)
+            raise
+
+    # -- the hot path -----------------------------------------------------------------------------------------
+
+    async def acquire(self, name: str) -> Decision:
+        if not self.degraded:
+            try:
+                decision = await self._shared.acquire(name)
+            except StoreUnavailableError as exc:
+                self._enter_degraded(exc)
+            else:
+                self._remember_decision(name, decision)
+                return decision
+        decision, _ = self._machine(name).acquire(self._clock())
+        permit = None if decision.permit is None else LOCAL_PERMIT_PREFIX + decision.permit
+        return msgspec.structs.replace(decision, permit=permit, degraded=True)
+
+    async def record(self, name: str, outcome: Outcome) -> Snapshot:
+        if not self.degraded:
+            try:
+                return self._remember(await self._shared.record(name, outcome))
+            except StoreUnavailableError as exc:
+                self._enter_degraded(exc)
+        if outcome.permit is not None and outcome.permit.startswith(LOCAL_PERMIT_PREFIX):
+            outcome = msgspec.structs.replace(outcome, permit=outcome.permit.removeprefix(LOCAL_PERMIT_PREFIX))
+        machine = self._machine(name)
+        now_ms = self._clock()
+        machine.record(outcome, now_ms)
+        return machine.view(now_ms)
+
+    # -- admin writes: the shared store only ------------------------------------------------------------------
+
+    async def configure(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str | None) -> Snapshot:
+        async with self._writing():
+            return self._remember(await self._shared.configure(name, config, actor=actor, reason=reason))
+
+    async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
+        async with self._writing():
+            await self._shared.delete(name, actor=actor, reason=reason)
+        self._known.pop(name, None)
+        self._declared.pop(name, None)
+
+    async def force(self, name: str, mode: State, *, reason: str, ttl_s: float | None, actor: str | None) -> Snapshot:
+        async with self._writing():
+            return self._remember(await self._shared.force(name, mode, reason=reason, ttl_s=ttl_s, actor=actor))
+
+    async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:
+        async with self._writing():
+            return self._remember(await self._shared.reset(name, reason=reason, actor=actor))
+
+    async def events(self) -> AsyncIterator[StoreEvent]:
+        """The shared store's events; after an outage, waits for it to answer again and subscribes again.
+
+        Events published while the subscription was down are lost (pub/sub keeps nothing). Transitions of the
+        local machines are not published: they are this replica's alone.
+        """
+        while not self._closed:
+            await self._healthy.wait()
+            try:
+                async for event in self._shared.events():
+                    yield event
+            except StoreUnavailableError as exc:
+                self._enter_degraded(exc)
+            else:
+                # The subscription ended without an error: subscribe again, never in a tight loop.
+                await asyncio.sleep(self._retry_min_s)
+
+    # -- degraded spells ----------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """Around an admin write: a failure starts a degraded spell, a success tries to end one."""
+        try:
+            yield
+        except StoreUnavailableError as exc:
+            self._enter_degraded(exc)
+            raise
+        if self.degraded:
+            await self._reconnect()
+
+    def _enter_degraded(self, error: StoreUnavailableError) -> None:
+        if self.degraded or self._closed:
+            return
+        self._healthy.clear()
+        log.warning("store degraded: answering from local state", store=self.kind, error=error.message)
+        self._recovery = asyncio.get_running_loop().create_task(self._retry(), name="resilient-store-retry")
+
+    async def _retry(self) -> None:
+        delay = self._retry_min_s
+        while self.degraded:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max_s)
+            await self._reconnect()
+
+    async def _reconnect(self) -> bool:
+        """One attempt to go back to the shared store: start it if never started, ping, declare; True when back."""
+        try:
+            if not self._shared_started:
+                await self._shared.start()
+                self._shared_started = True
+            if not await self._shared.ping():
+                return False
+            for name, config in list(self._declared.items()):
+                await self._shared.declare(name, config)
+        except StoreUnavailableError:
+            return False
+        if self.degraded:
+            dropped = len(self._local)
+            self._local.clear()
+            self._healthy.set()
+            if self._recovery is not None and self._recovery is not asyncio.current_task():
+                self._recovery.cancel()
+            self._recovery = None
+            log.warning("store recovered: back to shared state", store=self.kind, local_breakers_dropped=dropped)
+        return True
+
+    # -- local state ------------------------------------------------------------------------------------------
+
+    def _machine(self, name: str) -> BreakerMachine:
+        """The local machine for `name`, seeded on first use from what this replica last saw."""
+        machine = self._local.get(name)
+        if machine is not None:
+            return machine
+        if len(self._local) >= self._max_breakers:
+            raise BreakerCapError(f"cannot track {name!r} locally: the cap of {self._max_breakers} breakers is reached")
+        known = self._known.get(name)
+        if known is not None:
+            machine = _seed(known.snapshot, known.seen_ms)
+        else:
+            machine = BreakerMachine(name=name, config=self._declared.get(name) or self._resolve_config(name))
+        self._local[name] = machine
+        return machine
+
+    def _local_snapshot(self, name: str) -> Snapshot:
+        snapshot, _ = self._machine(name).snapshot(self._clock())
+        return snapshot
+
+    def _remember(self, snapshot: Snapshot) -> Snapshot:
+        if self._known.pop(snapshot.name, None) is None and len(self._known) >= self._max_breakers:
+            del self._known[next(iter(self._known))]
+        self._known[snapshot.name] = _Known(snapshot=snapshot, seen_ms=self._clock())
+        return snapshot
+
+    def _remember_decision(self, name: str, decision: Decision) -> None:
+        """Follow a decision that shows a generation other than the remembered one.
+
+        A decision carries only the effective state, the generation and `retry_after_s`, so the counters become
+        those of a fresh entry into that state, and the config stays the last one seen (or the resolved one).
+        """
+        known = self._known.get(name)
+        if known is not None and known.snapshot.generation == decision.generation:
+            return
+        is_open = decision.state is State.OPEN
+        forced = State.OPEN if is_open and decision.retry_after_s is None else None  # only a force has no end
+        self._remember(
+            Snapshot(
+                name=name,
+                state=State.CLOSED if forced is not None else decision.state,
+                forced=forced,
+                generation=decision.generation,
+                consecutive_failures=0,
+                consecutive_successes=0,
+                opened_at=self._clock() / 1000 if is_open and forced is None else None,
+                retry_after_s=decision.retry_after_s if is_open else None,
+                config=known.snapshot.config if known is not None else self._resolve_config(name),
+                counts=known.snapshot.counts if known is not None else Counts(),
+            )
+        )
+
+
+def _seed(snapshot: Snapshot, seen_ms: int) -> BreakerMachine:
+    """A machine in the state `snapshot` showed at `seen_ms`; open and forced times keep what they had left."""
+    until_ms = seen_ms + math.floor(snapshot.retry_after_s * 1000) if snapshot.retry_after_s is not None else 0
+    return BreakerMachine(
+        name=snapshot.name,
+        config=snapshot.config,
+        state=snapshot.state,
+        forced=snapshot.forced,
+        forced_until_ms=until_ms if snapshot.forced is State.OPEN else 0,
+        generation=snapshot.generation,
+        consecutive_failures=snapshot.consecutive_failures,
+        consecutive_successes=snapshot.consecutive_successes,
+        opened_at_ms=math.floor(snapshot.opened_at * 1000) if snapshot.opened_at is not None else 0,
+        open_until_ms=until_ms if snapshot.state is State.OPEN and snapshot.forced is None else 0,
+        success=snapshot.counts.success,
+        failure=snapshot.counts.failure,
+        rejected=snapshot.counts.rejected,
+    )

@@ -1,0 +1,169 @@
+"""The breaker's Lua scripts: read once at import, run by SHA, replies converted where they arrive.
+
+Each `lua/<operation>.lua` runs behind the shared prelude `lua/_lib.lua` (Lua has no `require`), so the SHA is
+that of the pair. `register_script` computes it client-side; a server that lost its script cache answers
+NOSCRIPT, and the script is loaded and run again.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import math
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+import msgspec
+from redis.exceptions import NoScriptError
+
+from breaker_client._models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State
+from breaker_service.store.base import EVENTS_CHANNEL
+from breaker_service.store.keys import breaker_keys
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from redis.asyncio import Redis, RedisCluster
+    from redis.commands.core import AsyncScript
+
+RedisClient: TypeAlias = "Redis | RedisCluster"
+
+# The snapshot and decision replies documented in lua/_lib.lua and lua/acquire.lua.
+_SnapshotReply: TypeAlias = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int]
+_DecisionReply: TypeAlias = tuple[int, bytes, int, bytes, int]
+
+_STATES: Final = {state.value.encode(): state for state in State}
+_CONFIG_DECODER: Final = msgspec.json.Decoder(BreakerConfig)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def _read(name: str) -> bytes:
+    return importlib.resources.files("breaker_service").joinpath(f"lua/{name}.lua").read_bytes()
+
+
+_PRELUDE: Final = _read("_lib")
+SOURCES: Final = {
+    operation: _PRELUDE + b"\n" + _read(operation)
+    for operation in ("acquire", "record", "snapshot", "configure", "force", "reset", "delete")
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _config(raw: bytes) -> BreakerConfig:
+    # Breakers share a handful of configs; decoding each once keeps the hot path to one msgspec.convert.
+    return _CONFIG_DECODER.decode(raw)
+
+
+def _snapshot(name: str, raw: Any) -> Snapshot | None:
+    if raw is None:
+        return None
+    state, forced, generation, failures, successes, opened_at_ms, retry_after_ms, config, success, failure, rejected = (
+        msgspec.convert(raw, _SnapshotReply)
+    )
+    return Snapshot(
+        name=name,
+        state=_STATES[state],
+        forced=_STATES[forced] if forced else None,
+        generation=generation,
+        consecutive_failures=failures,
+        consecutive_successes=successes,
+        opened_at=opened_at_ms / 1000 if opened_at_ms else None,
+        retry_after_s=None if retry_after_ms < 0 else retry_after_ms / 1000,
+        config=_config(config),
+        counts=Counts(success=success, failure=failure, rejected=rejected),
+    )
+
+
+def _decision(raw: Any) -> Decision | None:
+    if raw is None:
+        return None
+    allowed, state, generation, permit, retry_after_ms = msgspec.convert(raw, _DecisionReply)
+    return Decision(
+        allowed=allowed == 1,
+        state=_STATES[state],
+        generation=generation,
+        permit=permit.decode() if permit else None,
+        retry_after_s=None if retry_after_ms < 0 else retry_after_ms / 1000,
+    )
+
+
+def _optional(value: str | None) -> str:
+    # Redis arguments are strings; the scripts read "" as absent.
+    return "" if value is None else value
+
+
+class BreakerScripts:
+    """The scripts registered on one client; each method is one EVALSHA and answers None for a missing breaker."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        self._redis = redis
+        self._scripts: dict[str, AsyncScript] = {op: redis.register_script(src) for op, src in SOURCES.items()}
+
+    async def load(self) -> None:
+        """Load every script now, so the first calls do not meet NOSCRIPT."""
+        for script in self._scripts.values():
+            script.sha = await self._redis.script_load(script.script)
+
+    async def _run(self, operation: str, name: str, *args: str | bytes) -> Any:
+        return await self._scripts[operation](keys=breaker_keys(name), args=(name, EVENTS_CHANNEL, *args))
+
+    async def acquire(self, name: str) -> Decision | None:
+        """Ask to make one call."""
+        return _decision(await self._run("acquire", name))
+
+    async def record(self, name: str, outcome: Outcome) -> Snapshot | None:
+        """Take one outcome."""
+        raw = await self._run(
+            "record",
+            name,
+            outcome.outcome,
+            str(outcome.count),
+            "" if outcome.duration_ms is None else repr(outcome.duration_ms),
+            _optional(outcome.permit),
+            "" if outcome.generation is None else str(outcome.generation),
+        )
+        return _snapshot(name, raw)
+
+    async def snapshot(self, name: str) -> Snapshot | None:
+        """Read one breaker, lifting an expired force."""
+        return _snapshot(name, await self._run("snapshot", name))
+
+    async def snapshots(self, names: Sequence[str]) -> list[Snapshot | None]:
+        """Read many breakers in one pipeline (one round trip per node)."""
+        script = self._scripts["snapshot"]
+        try:
+            raws = await self._snapshot_pipeline(script.sha, names)
+        except NoScriptError:
+            script.sha = await self._redis.script_load(script.script)
+            raws = await self._snapshot_pipeline(script.sha, names)
+        return [_snapshot(name, raw) for name, raw in zip(names, raws, strict=True)]
+
+    async def _snapshot_pipeline(self, sha: str, names: Sequence[str]) -> list[Any]:
+        # EVALSHA directly: a pipeline given Script objects first asks SCRIPT EXISTS, a second round trip.
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.evalsha(sha, 4, *breaker_keys(name), name, EVENTS_CHANNEL)
+        return await pipe.execute()
+
+    async def create(self, name: str, config: BreakerConfig) -> bool:
+        """Create a fresh breaker unless it exists; True when created."""
+        return bool(await self._run("configure", name, "create", _ENCODER.encode(config)))
+
+    async def update(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str) -> Snapshot | None:
+        """Replace the config of an existing breaker, audited in its history."""
+        raw = await self._run("configure", name, "update", _ENCODER.encode(config), _optional(actor), reason)
+        return _snapshot(name, raw)
+
+    async def force(
+        self, name: str, mode: State, *, reason: str, ttl_s: float | None, actor: str | None
+    ) -> Snapshot | None:
+        """Pin the breaker OPEN or CLOSED."""
+        ttl_ms = "" if ttl_s is None else str(math.floor(ttl_s * 1000))
+        return _snapshot(name, await self._run("force", name, mode.value, reason, ttl_ms, _optional(actor)))
+
+    async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot | None:
+        """Fresh CLOSED, counts zeroed, force lifted."""
+        return _snapshot(name, await self._run("reset", name, reason, _optional(actor)))
+
+    async def delete(self, name: str) -> bool:
+        """Remove the breaker's keys; True when it existed."""
+        return bool(await self._run("delete", name))

@@ -1,0 +1,253 @@
+"""Admission and reporting: the fast path, the strict path through the service, and the local fallback.
+
+A call takes the fast path (no request before it) only while the event stream is live, the breaker is known
+CLOSED with no failure in a row (or forced CLOSED), and this process has seen a success through it since it was
+last strict. A breaker known OPEN (or forced OPEN) is refused with no request. Everything else asks the service
+(`acquire`), whose lease budget bounds the calls made while failures accumulate. While the service cannot be
+reached, a local machine per breaker decides, and the client is `degraded` until the service answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import structlog
+
+from breaker_client._batcher import SuccessBatcher
+from breaker_client._correlation import current_correlation_id
+from breaker_client._errors import AuthenticationError, CircuitOpenError, ClientError, ForbiddenError, NotFoundError
+from breaker_client._local import LocalBreakers
+from breaker_client._models import MAX_SECONDS, BreakerConfig, Decision, Outcome, State
+from breaker_client._service import ServiceConnection, is_outage
+
+if TYPE_CHECKING:
+    from breaker_client._views import BreakerView, Epoch, Views
+
+__all__ = ["Admission", "Route", "Ticket"]
+
+_log = structlog.get_logger("breaker_client")
+_MAX_DURATION_MS: Final = MAX_SECONDS * 1000
+
+
+class Route(enum.Enum):
+    """How a call was admitted."""
+
+    FAST = "fast"  # no request: the breaker is known healthy
+    SHARED = "shared"  # the service's acquire allowed it
+    LOCAL = "local"  # the local machine allowed it (service unreachable)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ticket:
+    """An admitted call: what its outcome must carry."""
+
+    name: str
+    route: Route
+    generation: int
+    permit: str | None
+    epoch: Epoch
+    slow_call_ms: float | None
+
+
+class Admission:
+    """Decides whether a call may go ahead, and reports how it went."""
+
+    def __init__(
+        self,
+        connection: ServiceConnection,
+        views: Views,
+        *,
+        default_config: BreakerConfig,
+        report_timeout_s: float,
+        flush_interval_s: float,
+        recheck_s: float,
+    ) -> None:
+        self._connection = connection
+        self._views = views
+        self._local = LocalBreakers(default_config, lambda: int(views.now() * 1000))
+        self._batcher = SuccessBatcher(self._send_batch, interval_s=flush_interval_s)
+        self._report_timeout_s = report_timeout_s
+        self._recheck_s = recheck_s
+        self._trusted: dict[str, Epoch] = {}
+        self._degraded = False
+        self._next_recheck = 0.0
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def degraded(self) -> bool:
+        """True while decisions are local because the service cannot be reached."""
+        return self._degraded
+
+    def start(self) -> None:
+        """Start the success flusher."""
+        self._batcher.start()
+
+    async def flush(self) -> None:
+        """Send the successes counted so far."""
+        await self._batcher.flush()
+
+    async def aclose(self) -> None:
+        """Flush, then stop background work."""
+        await self._batcher.aclose()
+        for task in self._refreshing.values():
+            task.cancel()
+        await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
+
+    # -- admission ------------------------------------------------------------------------------------------------
+
+    async def admit(self, name: str) -> Ticket:
+        """A ticket for one call, or `CircuitOpenError`."""
+        views, now = self._views, self._views.now()
+        view = views.get(name)
+        if self._degraded and now < self._next_recheck:
+            return self._admit_locally(name, view)
+        if view is not None:
+            self._refuse_if_known_open(view, now)
+            if (
+                views.live
+                and view.healthy
+                and (view.forced is State.CLOSED or self._trusted.get(name) == views.epoch(name))
+            ):
+                return self._ticket(name, Route.FAST, view.generation, None, view)
+        if self._degraded:
+            self._next_recheck = now + self._recheck_s  # one call probes the service, the others stay local
+        try:
+            decision = await self._acquire(name)
+        except ClientError as exc:
+            if isinstance(exc, AuthenticationError | ForbiddenError):
+                raise
+            self._on_service_error(exc)
+            return self._admit_locally(name, view)
+        self._set_degraded(False)
+        views.apply_decision(name, decision)
+        view = views.get(name)
+        if view is None or view.stale:
+            self.refresh(name)
+        if not decision.allowed:
+            raise CircuitOpenError(name, decision.retry_after_s)
+        return self._ticket(name, Route.SHARED, decision.generation, decision.permit, view)
+
+    def _refuse_if_known_open(self, view: BreakerView, now: float) -> None:
+        if view.forced is State.OPEN and not view.stale and self._views.live:
+            if view.deadline is None or now < view.deadline:
+                raise CircuitOpenError(view.name, view.retry_after_s(now))
+        elif view.forced is None and view.state is State.OPEN and view.deadline is not None and now < view.deadline:
+            raise CircuitOpenError(view.name, view.retry_after_s(now))
+
+    async def _acquire(self, name: str) -> Decision:
+        try:
+            return await self._connection.acquire(name)
+        except NotFoundError:
+            # Deleted while in use: a second acquire creates it again.
+            self._forget(name)
+            return await self._connection.acquire(name)
+
+    def _admit_locally(self, name: str, view: BreakerView | None) -> Ticket:
+        decision = self._local.acquire(name, view, self._views.now())
+        if not decision.allowed:
+            raise CircuitOpenError(name, decision.retry_after_s)
+        return self._ticket(name, Route.LOCAL, decision.generation, decision.permit, view)
+
+    def _ticket(self, name: str, route: Route, generation: int, permit: str | None, view: BreakerView | None) -> Ticket:
+        return Ticket(
+            name=name,
+            route=route,
+            generation=generation,
+            permit=permit,
+            epoch=self._views.epoch(name),
+            slow_call_ms=None if view is None else view.config.slow_call_ms,
+        )
+
+    # -- reporting ------------------------------------------------------------------------------------------------
+
+    async def report(self, ticket: Ticket, *, failed: bool, duration_ms: float) -> None:
+        """Report one call's outcome; never raises."""
+        duration_ms = min(max(0.0, duration_ms), _MAX_DURATION_MS)
+        outcome = Outcome(
+            outcome="failure" if failed else "success",
+            duration_ms=duration_ms,
+            permit=ticket.permit,
+            generation=ticket.generation,
+        )
+        if ticket.route is Route.LOCAL:
+            if self._degraded:
+                self._local.record(ticket.name, outcome, self._views.get(ticket.name), self._views.now())
+            return
+        if not failed:
+            self._trust(ticket)
+        if not failed and ticket.permit is None:
+            slow = ticket.slow_call_ms is not None and duration_ms >= ticket.slow_call_ms
+            self._batcher.add(ticket.name, ticket.generation, duration_ms, slow=slow)
+            return
+        if failed:
+            self._trusted.pop(ticket.name, None)
+        await self._record(ticket.name, outcome, self._report_timeout_s)
+
+    def _trust(self, ticket: Ticket) -> None:
+        if ticket.route is Route.SHARED and ticket.epoch == self._views.epoch(ticket.name):
+            self._trusted[ticket.name] = ticket.epoch
+
+    async def _send_batch(self, name: str, outcome: Outcome) -> None:
+        await self._record(name, outcome, None)
+
+    async def _record(self, name: str, outcome: Outcome, timeout_s: float | None) -> None:
+        try:
+            snapshot = await self._connection.record(name, outcome, timeout_s=timeout_s)
+        except NotFoundError:
+            self._forget(name)
+        except ClientError as exc:
+            _log.warning("breaker.report_failed", breaker=name, error=str(exc), correlation_id=current_correlation_id())
+            self._on_service_error(exc)
+            if self._degraded and outcome.outcome == "failure":
+                self._local.record(name, outcome, self._views.get(name), self._views.now())
+        else:
+            self._set_degraded(False)
+            self._views.apply_snapshot(snapshot, from_stream=False)
+
+    # -- knowledge ------------------------------------------------------------------------------------------------
+
+    def refresh(self, name: str) -> None:
+        """Fetch the breaker's snapshot in the background (after a transition whose details are unknown)."""
+        if name not in self._refreshing:
+            self._refreshing[name] = asyncio.create_task(self._refresh(name), name=f"breaker-client-refresh-{name}")
+
+    async def _refresh(self, name: str) -> None:
+        try:
+            self._views.apply_snapshot(await self._connection.snapshot(name), from_stream=False)
+        except NotFoundError:
+            self._forget(name)
+        except ClientError as exc:
+            _log.info("breaker.refresh_failed", breaker=name, error=str(exc))
+        finally:
+            self._refreshing.pop(name, None)
+
+    def on_stream_connected(self) -> None:
+        """The event stream delivered its snapshot: the service is back, shared state rules again."""
+        self._set_degraded(False)
+
+    def _forget(self, name: str) -> None:
+        self._trusted.pop(name, None)
+        self._views.remove(name)
+
+    def _on_service_error(self, exc: ClientError) -> None:
+        if is_outage(exc):
+            self._set_degraded(True, reason=str(exc))
+        else:
+            _log.error("breaker.service_refused", error=str(exc), correlation_id=current_correlation_id())
+
+    def _set_degraded(self, degraded: bool, *, reason: str | None = None) -> None:
+        if degraded:
+            self._next_recheck = self._views.now() + self._recheck_s
+        if degraded == self._degraded:
+            return
+        self._degraded = degraded
+        self._trusted.clear()
+        if degraded:
+            _log.warning("breaker.degraded", reason=reason, base_url=self._connection.base_url)
+        else:
+            self._local.clear()
+            _log.info("breaker.recovered", base_url=self._connection.base_url)
+        self._views.invalidate_all()

@@ -1,0 +1,155 @@
+"""`BreakerClient`: the connection to the breaker service, the event stream and the breakers made from it."""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import TYPE_CHECKING
+
+from breaker_client._admission import Admission
+from breaker_client._breaker import NO_FALLBACK, Breaker
+from breaker_client._events import EventStream
+from breaker_client._failure import FailurePolicy
+from breaker_client._models import BreakerConfig, is_valid_name
+from breaker_client._retry import RetryPolicy
+from breaker_client._service import ServiceConnection
+from breaker_client._views import BreakerView, Views
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import TracebackType
+
+    import httpx
+
+__all__ = ["BreakerClient"]
+
+
+class _Lifecycle(enum.Enum):
+    UNOPENED = 1  # made, not started
+    OPENED = 2  # background tasks running
+    CLOSED = 3  # closed for good
+
+
+class BreakerClient:
+    """Async client of the breaker service; use as `async with BreakerClient(url) as client:` or call `aclose()`.
+
+    `base_url` may list several service replicas: requests move to the next when one is down. `timeout_s` bounds
+    each request to the service, `report_timeout_s` the wait for a failure's report. `recheck_s` is how often a
+    degraded client asks the service again (the event stream also reconnects by itself). `default_config` seeds
+    the local breaker of a breaker never seen. `events=False` turns the stream off: every call then asks first.
+    `clock` (monotonic seconds) measures local deadlines and drives the local breakers; tests replace it.
+    """
+
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        *,
+        token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 2.0,
+        report_timeout_s: float = 1.0,
+        flush_interval_s: float = 0.1,
+        recheck_s: float = 1.0,
+        events: bool = True,
+        events_idle_timeout_s: float = 60.0,
+        default_config: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        bases = [base_url] if isinstance(base_url, str) else list(base_url)
+        self._connection = ServiceConnection(bases, token=token, transport=transport, timeout_s=timeout_s)
+        self._views = Views(clock)
+        self._admission = Admission(
+            self._connection,
+            self._views,
+            default_config=default_config or BreakerConfig(),
+            report_timeout_s=report_timeout_s,
+            flush_interval_s=flush_interval_s,
+            recheck_s=recheck_s,
+        )
+        self._events = (
+            EventStream(
+                self._connection,
+                self._views,
+                on_connect=self._admission.on_stream_connected,
+                on_transition=self._admission.refresh,
+                idle_timeout_s=events_idle_timeout_s,
+            )
+            if events
+            else None
+        )
+        self._state = _Lifecycle.UNOPENED
+
+    async def __aenter__(self) -> BreakerClient:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        """Start the event stream and the success flusher (done by `async with`)."""
+        if self._state is not _Lifecycle.UNOPENED:
+            raise RuntimeError(
+                {
+                    _Lifecycle.OPENED: "Cannot open a client more than once.",
+                    _Lifecycle.CLOSED: "Cannot reopen a client once it has been closed.",
+                }[self._state]
+            )
+        self._state = _Lifecycle.OPENED
+        self._admission.start()
+        if self._events is not None:
+            self._events.start()
+
+    async def aclose(self) -> None:
+        """Send pending successes, stop background tasks and close connections."""
+        if self._state is _Lifecycle.CLOSED:
+            return
+        self._state = _Lifecycle.CLOSED
+        if self._events is not None:
+            await self._events.stop()
+        await self._admission.aclose()
+        await self._connection.aclose()
+
+    def breaker(
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        fallback: object = NO_FALLBACK,
+        failure: FailurePolicy | None = None,
+    ) -> Breaker:
+        """The breaker `name`, with its retry policy (default `RetryPolicy()`), fallback and failure rules."""
+        if not is_valid_name(name):
+            raise ValueError(f"invalid breaker name {name!r}")
+        return Breaker(
+            self._admission, name, retry=retry or RetryPolicy(), fallback=fallback, failure=failure or FailurePolicy()
+        )
+
+    @property
+    def degraded(self) -> bool:
+        """True while the service cannot be reached and local breakers decide."""
+        return self._admission.degraded
+
+    @property
+    def live(self) -> bool:
+        """True while the event stream is connected and current."""
+        return self._views.live
+
+    @property
+    def malformed_events(self) -> int:
+        """Events from the stream skipped because they could not be read."""
+        return 0 if self._events is None else self._events.malformed
+
+    def view(self, name: str) -> BreakerView | None:
+        """What this client knows of `name` now, None while unknown."""
+        return self._views.get(name)
+
+    async def flush(self) -> None:
+        """Send the successes counted so far now, rather than on the next tick."""
+        await self._admission.flush()
+
+    async def wait_for(self, predicate: Callable[[BreakerClient], bool], *, timeout_s: float = 10.0) -> None:
+        """Return once `predicate(client)` holds, re-checked after each change of knowledge; for tests and tools."""
+        await self._views.wait_for(lambda: predicate(self), timeout_s)

@@ -1,0 +1,175 @@
+"""`GET /events` consumed in the background: SSE parsing, dispatch into the views, reconnection with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+import structlog
+
+from breaker_client._errors import ClientError
+from breaker_client._models import BreakerList, FailureSignal, Snapshot, Transition
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from breaker_client._service import ServiceConnection
+    from breaker_client._views import Views
+
+__all__ = ["EventStream", "SSEParser", "ServerSentEvent"]
+
+_log = structlog.get_logger("breaker_client")
+
+
+class _Deleted(msgspec.Struct, frozen=True):
+    name: str
+
+
+_SNAPSHOT_LIST: Final = msgspec.json.Decoder(BreakerList)
+_TRANSITION: Final = msgspec.json.Decoder(Transition)
+_FAILURES: Final = msgspec.json.Decoder(FailureSignal)
+_CONFIG: Final = msgspec.json.Decoder(Snapshot)
+_DELETED: Final = msgspec.json.Decoder(_Deleted)
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One dispatched event (the WHATWG "event stream" interpretation)."""
+
+    event: str
+    data: str
+    id: str | None = None
+
+
+@dataclass
+class SSEParser:
+    """Feeds lines, returns an event at each blank line that ends one; comments and unknown fields are ignored."""
+
+    _event: str = ""
+    _data: list[str] = field(default_factory=list)
+    _id: str | None = None
+    last_id: str | None = None
+
+    def feed(self, line: str) -> ServerSentEvent | None:
+        """Take one line (without its line ending)."""
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        if self._id is not None:
+            self.last_id = self._id
+        if not self._data:
+            self._event = ""
+            return None
+        event = ServerSentEvent(event=self._event or "message", data="\n".join(self._data), id=self.last_id)
+        self._event, self._data, self._id = "", [], None
+        return event
+
+
+class EventStream:
+    """Keeps `views` current from the service's event stream, reconnecting with jittered exponential backoff."""
+
+    def __init__(
+        self,
+        connection: ServiceConnection,
+        views: Views,
+        *,
+        on_connect: Callable[[], None],
+        on_transition: Callable[[str], None],
+        idle_timeout_s: float,
+        backoff_base_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self._connection = connection
+        self._views = views
+        self._on_connect = on_connect
+        self._on_transition = on_transition
+        self._idle_timeout_s = idle_timeout_s
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._task: asyncio.Task[None] | None = None
+        self.malformed = 0
+        """Events skipped because they could not be read."""
+
+    def start(self) -> None:
+        """Start consuming in a background task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="breaker-client-events")
+
+    async def stop(self) -> None:
+        """Stop consuming."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._views.set_live(False)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._consume()
+                reason = "stream ended"
+            except ClientError as exc:
+                reason = str(exc)
+            except Exception as exc:  # a bug here must not end the stream for good
+                _log.exception("breaker.events.crashed", error=repr(exc))
+                reason = repr(exc)
+            if self._views.live:
+                failures = 0
+            self._views.set_live(False)
+            delay = min(self._backoff_max_s, self._backoff_base_s * 2**failures) * random.uniform(0.5, 1.0)
+            failures = min(failures + 1, 30)
+            _log.info("breaker.events.reconnecting", reason=reason, delay_s=delay)
+            await asyncio.sleep(delay)
+
+    async def _consume(self) -> None:
+        async with self._connection.events(idle_timeout_s=self._idle_timeout_s) as lines:
+            parser = SSEParser()
+            async for line in lines:
+                event = parser.feed(line)
+                if event is not None:
+                    self._dispatch(event)
+
+    def _dispatch(self, event: ServerSentEvent) -> None:
+        try:
+            match event.event:
+                case "snapshot":
+                    self._views.replace_all(_SNAPSHOT_LIST.decode(event.data).breakers)
+                    self._views.set_live(True)
+                    self._on_connect()
+                case "state":
+                    transition = _TRANSITION.decode(event.data)
+                    if self._views.apply_transition(transition):
+                        self._on_transition(transition.name)
+                case "failures":
+                    self._views.apply_failures(_FAILURES.decode(event.data))
+                case "config":
+                    self._views.apply_snapshot(_CONFIG.decode(event.data), from_stream=True)
+                case "deleted":
+                    self._views.remove(_DELETED.decode(event.data).name)
+                case "error":
+                    # The service could not read its snapshot; it ends the stream and we reconnect.
+                    _log.warning("breaker.events.service_error", data=event.data[:500])
+                case _:
+                    _log.debug("breaker.events.ignored", sse_event=event.event, sse_id=event.id)
+        except msgspec.DecodeError as exc:
+            self.malformed += 1
+            self._views.notify()
+            _log.warning("breaker.events.malformed", sse_event=event.event, sse_id=event.id, error=str(exc))

@@ -1,0 +1,187 @@
+"""Retry policy: which outcomes are retried, how long to wait, as one tenacity expression."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.wait import wait_base
+
+from breaker_client._correlation import current_correlation_id
+from breaker_client._errors import CircuitOpenError
+from breaker_client._errors import TransportError as ServiceTransportError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["RetryPolicy", "is_retryable_exception", "is_retryable_status", "parse_retry_after", "retry_after_of"]
+
+T = TypeVar("T")
+
+_log = structlog.get_logger("breaker_client")
+
+_RETRYABLE_EXCEPTIONS = (
+    TimeoutError,
+    ConnectionError,
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    ServiceTransportError,
+)
+
+
+def is_retryable_status(status: int) -> bool:
+    """5xx and 429 are worth another try; every other status is not."""
+    return status >= 500 or status == 429
+
+
+def is_retryable_exception(exc: BaseException) -> bool:
+    """Timeouts, connection errors and 5xx/429 status errors; never an open circuit."""
+    if isinstance(exc, CircuitOpenError):
+        return False
+    if isinstance(exc, httpx.HTTPStatusError):
+        return is_retryable_status(exc.response.status_code)
+    return isinstance(exc, _RETRYABLE_EXCEPTIONS)
+
+
+def parse_retry_after(value: str, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` value, delay-seconds (fractions allowed) or an HTTP date."""
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def retry_after_of(outcome: object) -> float | None:
+    """The `Retry-After` of a response, or of the response inside an `httpx.HTTPStatusError`."""
+    response = outcome.response if isinstance(outcome, httpx.HTTPStatusError) else outcome
+    if not isinstance(response, httpx.Response):
+        return None
+    header = response.headers.get("Retry-After")
+    return None if header is None else parse_retry_after(header)
+
+
+def _outcome_value(state: RetryCallState) -> object:
+    if state.outcome is None:
+        return None
+    return state.outcome.exception() if state.outcome.failed else state.outcome.result()
+
+
+class _RetryAfterFloor(wait_base):
+    """The backoff, or the server's `Retry-After` when that is longer."""
+
+    def __init__(self, backoff: wait_base) -> None:
+        self._backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return max(self._backoff(retry_state), retry_after_of(_outcome_value(retry_state)) or 0.0)
+
+
+def _last_outcome(retry_state: RetryCallState) -> Any:
+    # Out of attempts: give back what the last attempt gave, a response (a 503, as is) or its exception.
+    return retry_state.outcome.result() if retry_state.outcome is not None else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: waits `base_s * multiplier**n` (+ up to `base_s` jitter), capped at `max_s`.
+
+    `attempts=1` means no retry; `timeout_s` bounds each attempt (None: unbounded). A `Retry-After` longer than
+    the backoff is waited instead; one longer than `max_s` ends the retries.
+    """
+
+    attempts: int = 3
+    base_s: float = 1.0
+    multiplier: float = 2.0
+    max_s: float = 30.0
+    jitter: bool = True
+    timeout_s: float | None = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.base_s < 0 or self.max_s < 0:
+            raise ValueError("base_s and max_s must not be negative")
+        if self.multiplier < 1:
+            raise ValueError("multiplier must be at least 1")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive or None")
+
+    def is_retryable_result(self, result: object) -> bool:
+        """A 5xx or 429 response, unless its `Retry-After` asks for longer than `max_s`."""
+        if not isinstance(result, httpx.Response) or not is_retryable_status(result.status_code):
+            return False
+        retry_after = retry_after_of(result)
+        return retry_after is None or retry_after <= self.max_s
+
+    def retrying(self, *, breaker: str) -> AsyncRetrying:
+        """The tenacity controller for one protected call."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=_RetryAfterFloor(
+                wait_exponential_jitter(
+                    multiplier=self.base_s,
+                    exp_base=self.multiplier,
+                    max=self.max_s,
+                    jitter=self.base_s if self.jitter else 0,
+                )
+            ),
+            retry=retry_if_exception(self._is_retryable_exception) | retry_if_result(self.is_retryable_result),
+            before_sleep=_log_retry(breaker),
+            retry_error_callback=_last_outcome,
+            reraise=True,
+        )
+
+    def _is_retryable_exception(self, exc: BaseException) -> bool:
+        if not is_retryable_exception(exc):
+            return False
+        retry_after = retry_after_of(exc)
+        return retry_after is None or retry_after <= self.max_s
+
+    async def run(self, attempt: Callable[[], Awaitable[T]], *, breaker: str) -> T:
+        """Run `attempt` until it succeeds, fails for good or runs out of attempts."""
+        result: T
+        async for controller in self.retrying(breaker=breaker):
+            with controller:
+                result = await attempt()
+            outcome = controller.retry_state.outcome
+            if outcome is not None and not outcome.failed:
+                controller.retry_state.set_result(result)
+        return result
+
+
+def _log_retry(breaker: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        value = _outcome_value(state)
+        _log.warning(
+            "breaker.retry",
+            breaker=breaker,
+            correlation_id=current_correlation_id(),
+            attempt=state.attempt_number,
+            delay_s=state.upcoming_sleep,
+            error=repr(value) if isinstance(value, BaseException) else None,
+            status=value.status_code if isinstance(value, httpx.Response) else None,
+        )
+
+    return before_sleep
