@@ -141,7 +141,9 @@ class Views:
         Returns whether the details must be fetched; not when a snapshot of that generation is known already.
         """
         known = self._views.get(transition.name)
-        if known is not None and not known.stale and known.generation >= transition.generation:
+        if known is not None and (
+            known.generation > transition.generation or (known.generation == transition.generation and not known.stale)
+        ):
             return False
         base = known or BreakerView(
             name=transition.name, state=transition.to_state, forced=None, generation=0, consecutive_failures=0
