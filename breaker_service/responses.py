@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from starlette.responses import Response
 
+from breaker_client._catalogue import ErrorCode
 from breaker_client._models import JSON_ENCODER, ErrorBody, ErrorDetail
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ def error_body(code: str, message: str, correlation_id: str | None, details: Any
 def error_response(
     error: ServiceError, correlation_id: str | None, *, headers: Mapping[str, str] | None = None
 ) -> MsgspecResponse:
-    """The answer for a `ServiceError`, with its own status."""
+    """The answer for a `ServiceError`, with its own status (and the challenge RFC 6750 asks for with a 401)."""
     body = error_body(error.code, error.message, correlation_id, error.details)
+    if error.code is ErrorCode.UNAUTHENTICATED:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return MsgspecResponse(body, status_code=error.status, headers=headers)

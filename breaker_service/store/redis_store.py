@@ -62,16 +62,22 @@ def _unavailable() -> Iterator[None]:
         raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
-def create_redis(url: str, *, cluster: bool = False, **options: Any) -> RedisClient:
+def create_redis(
+    url: str, *, cluster: bool = False, max_connections: int = 256, pool_timeout_s: float = 5.0, **options: Any
+) -> RedisClient:
     """A client for `REDIS_URL`: `redis://`, `rediss://`, `redis+sentinel://h:p[,h:p]/master`, or a cluster node.
 
-    Replies stay bytes (`decode_responses` off): the store decodes them itself.
+    Replies stay bytes (`decode_responses` off): the store decodes them itself. A burst of more concurrent
+    requests than `max_connections` waits up to `pool_timeout_s` for a connection instead of failing at once.
     """
     if cluster:
-        return RedisCluster.from_url(url, **options)
+        return RedisCluster.from_url(url, max_connections=max_connections, **options)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "redis+sentinel":
-        return redis.asyncio.Redis.from_url(url, **options)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s, **options
+        )
+        return redis.asyncio.Redis.from_pool(pool)
     hosts = parts.netloc.rpartition("@")[2]
     sentinels = [(host, int(port or 26379)) for host, _, port in (h.partition(":") for h in hosts.split(","))]
     if parts.password is not None:

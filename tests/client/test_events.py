@@ -1,0 +1,120 @@
+"""The event stream: SSE parsing, malformed events, and the views it keeps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+import msgspec
+import pytest
+from structlog.testing import capture_logs
+
+from breaker_client import BreakerClient, State, Transition
+from breaker_client._events import ServerSentEvent, SSEParser
+from breaker_client._models import BreakerList, FailureSignal
+from tests.client._fake import FakeService, snapshot, sse
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+def parse(lines: list[str]) -> list[ServerSentEvent]:
+    parser = SSEParser()
+    return [event for line in lines if (event := parser.feed(line)) is not None]
+
+
+def test_parser_joins_data_lines_and_keeps_the_last_id() -> None:
+    events = parse(["id: 7", "event: state", "data: {", 'data: "a": 1}', "", ": keepalive", "", "data: x", ""])
+
+    assert events == [
+        ServerSentEvent(event="state", data='{\n"a": 1}', id="7"),
+        ServerSentEvent(event="message", data="x", id="7"),
+    ]
+
+
+def test_parser_ignores_comments_unknown_fields_and_empty_events() -> None:
+    events = parse([": hello", "retry: 100", "weird", "event: state", "", "data:no-space", ""])
+
+    assert events == [ServerSentEvent(event="message", data="no-space", id=None)]
+
+
+@pytest.fixture
+async def fake_client() -> AsyncIterator[tuple[BreakerClient, FakeService]]:
+    fake = FakeService()
+    client = BreakerClient("http://fake.example", transport=fake.transport, flush_interval_s=3600)
+    yield client, fake
+    await client.aclose()
+
+
+async def test_malformed_events_are_skipped_and_the_stream_goes_on(
+    fake_client: tuple[BreakerClient, FakeService],
+) -> None:
+    client, fake = fake_client
+    fake.stream = [
+        sse("snapshot", BreakerList(breakers=[snapshot("payments")])),
+        sse("state", "{not json"),
+        sse("failures", '{"name": 5}'),
+        b": keepalive\n\n",
+        sse("mystery", "{}"),
+        sse("failures", FailureSignal(name="payments", consecutive_failures=2, generation=1)),
+    ]
+
+    with capture_logs() as logs:
+        client.start()
+        await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.consecutive_failures == 2)
+
+    assert client.malformed_events == 2
+    assert client.live
+    assert [e["sse_event"] for e in logs if e["event"] == "breaker.events.malformed"] == ["state", "failures"]
+
+
+async def test_malformed_snapshot_keeps_the_client_strict(fake_client: tuple[BreakerClient, FakeService]) -> None:
+    client, fake = fake_client
+    fake.stream = [sse("snapshot", '{"breakers": "nope"}')]
+
+    client.start()
+    await client.wait_for(lambda c: c.malformed_events == 1)
+
+    assert not client.live
+
+
+async def test_snapshot_replaces_what_was_known(fake_client: tuple[BreakerClient, FakeService]) -> None:
+    client, fake = fake_client
+    fake.stream = [
+        sse("snapshot", BreakerList(breakers=[snapshot("payments"), snapshot("sms")])),
+        sse("deleted", '{"name": "sms"}'),
+        sse("config", snapshot("email", generation=4)),
+    ]
+
+    client.start()
+    await client.wait_for(lambda c: c.view("email") is not None)
+
+    assert client.view("sms") is None
+    view = client.view("email")
+    assert view is not None
+    assert view.generation == 4
+
+
+async def test_transition_marks_the_view_stale_and_fetches_it(fake_client: tuple[BreakerClient, FakeService]) -> None:
+    client, fake = fake_client
+    opened = snapshot("payments", generation=2, state=State.OPEN)
+    opened = msgspec.structs.replace(opened, retry_after_s=30.0, opened_at=1.0)
+    fake.handler = lambda request: httpx.Response(200, content=msgspec.json.encode(opened))
+    transition = Transition(
+        name="payments",
+        from_state=State.CLOSED,
+        to_state=State.OPEN,
+        at=1.0,
+        reason="failure threshold reached",
+        actor=None,
+        generation=2,
+    )
+    fake.stream = [sse("snapshot", BreakerList(breakers=[snapshot("payments")])), sse("state", transition)]
+
+    client.start()
+    await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.state is State.OPEN and not v.stale)
+
+    assert [r.url.path for r in fake.requests] == ["/breakers/payments"]
+    view = client.view("payments")
+    assert view is not None
+    assert view.deadline is not None

@@ -1,0 +1,80 @@
+"""`/health`, `/health/ready` and `/health/dependencies`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from breaker_client._models import BreakerConfig
+from breaker_service.store.memory_store import MemoryStore
+from tests.fixtures.app import ADMIN, CLIENT, SEED_BREAKERS, make_settings, running_app
+from tests.test_api import assert_error
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tests.fixtures.redis_server import RedisServerFactory
+
+
+class UnreachableStore(MemoryStore):
+    """A memory store whose ping fails, as an unreachable shared store's would."""
+
+    async def ping(self) -> bool:
+        return False
+
+
+async def test_health_is_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+async def test_ready_while_the_store_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["store"] == "memory"
+
+
+async def test_not_ready_while_the_store_is_unreachable() -> None:
+    settings = make_settings()
+    async with running_app(settings, UnreachableStore(resolve_config=lambda _: BreakerConfig())) as (_, client):
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["status"] == "unavailable"
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/health/dependencies", headers=CLIENT)).json()["redis"] is False
+
+
+async def test_not_ready_when_redis_goes_away(redis_server_factory: RedisServerFactory) -> None:
+    from breaker_service.store.redis_store import RedisStore, create_redis
+
+    server = redis_server_factory()
+    store = RedisStore(create_redis(server.url), resolve_config=lambda _: BreakerConfig())
+    async with running_app(make_settings(), store) as (_, client):
+        assert (await client.get("/health/ready")).status_code == 200
+        server.kill()
+        assert (await client.get("/health/ready")).status_code == 503
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_dependencies_in_the_seed_shape(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/dependencies", headers=CLIENT)
+    assert response.status_code == 200
+    assert response.json() == {**dict.fromkeys(SEED_BREAKERS, True), "redis": True}
+
+
+async def test_an_open_breaker_is_unhealthy_forced_or_not(client: httpx.AsyncClient) -> None:
+    await client.post("/breakers/openai/record", json={"outcome": "failure", "count": 5}, headers=CLIENT)
+    await client.post("/breakers/supabase/force-open", json={"reason": "drill"}, headers=ADMIN)
+    await client.post("/breakers/undeclared/force-open", json={"reason": "not listed"}, headers=ADMIN)
+    body = (await client.get("/health/dependencies", headers=CLIENT)).json()
+    assert body == {**dict.fromkeys(SEED_BREAKERS, True), "openai": False, "supabase": False, "redis": True}
+
+
+async def test_a_forced_closed_breaker_is_healthy(client: httpx.AsyncClient) -> None:
+    await client.post("/breakers/openai/record", json={"outcome": "failure", "count": 5}, headers=CLIENT)
+    await client.post("/breakers/openai/force-close", json={"reason": "override"}, headers=ADMIN)
+    assert (await client.get("/health/dependencies", headers=CLIENT)).json()["openai"] is True
+
+
+async def test_dependencies_need_the_reader_role(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/health/dependencies"), 401, "ORC_007")
