@@ -94,15 +94,17 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if not ctx.settings.admin_tokens:
         log.warning("no BREAKER_ADMIN_TOKENS: admin routes refuse every request")
     await store.start()
-    for name, declared in ctx.config.breakers.items():
-        await store.declare(name, declared.config)
-    log.info("config loaded", source=ctx.config.source, declared=len(ctx.config.breakers))
-    async with watch_transitions(ctx):
-        try:
-            yield
-        finally:
-            ctx.stopping.set()
-    await store.close()
+    try:
+        for name, declared in ctx.config.breakers.items():
+            await store.declare(name, declared.config)
+        log.info("config loaded", source=ctx.config.source, declared=len(ctx.config.breakers))
+        async with watch_transitions(ctx):
+            try:
+                yield
+            finally:
+                ctx.stopping.set()
+    finally:
+        await store.close()
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import msgspec
 import structlog
@@ -23,6 +23,7 @@ from breaker_service.responses import MsgspecResponse, error_body, error_respons
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from structlog.typing import EventDict
 
 HEADER: Final = "X-Correlation-ID"
 _VALID_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -36,14 +37,14 @@ def _serialize(event: Any, **_: Any) -> bytes:
     return _LOG_ENCODER.encode(event)
 
 
-def _with_correlation_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _with_correlation_id(_: Any, __: str, event: EventDict) -> EventDict:
     # Lines outside a request (startup, the transition watch) carry the key too, as null.
     event.setdefault("correlation_id", None)
     return event
 
 
-def configure_logging(level: str = "INFO", *, cache: bool = True) -> None:
-    """JSON lines on stdout, the structlog production config; pass `cache=False` in tests."""
+def configure_logging(level: str = "INFO", *, cache: bool = True, stream: BinaryIO | None = None) -> None:
+    """JSON lines on stdout (or `stream`), the structlog production config; pass `cache=False` in tests."""
     structlog.configure(
         cache_logger_on_first_use=cache,
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -55,7 +56,7 @@ def configure_logging(level: str = "INFO", *, cache: bool = True) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.JSONRenderer(serializer=_serialize),
         ],
-        logger_factory=structlog.BytesLoggerFactory(),
+        logger_factory=structlog.BytesLoggerFactory(stream),
     )
 
 

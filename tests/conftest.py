@@ -5,4 +5,5 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.app",
+    "tests.fixtures.service",
 ]

@@ -2,38 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-import msgspec
 import pytest
 
 from breaker_client._models import BreakerConfig, State
-from breaker_service.app import context_of
 from breaker_service.store.memory_store import MemoryStore
-from tests.fixtures.app import ADMIN, CLIENT, MAX_BODY_BYTES, SEED_BREAKERS, make_settings, running_app, store_of
+from tests.fixtures.app import (
+    ADMIN,
+    CLIENT,
+    MAX_BODY_BYTES,
+    SEED_BREAKERS,
+    assert_error,
+    make_settings,
+    running_app,
+    store_of,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator
 
     import httpx
     from starlette.applications import Starlette
-    from starlette.types import Message
 
 PROBE: Final = "probe"
 UNKNOWN: Final = "never-created"
 LONG_NAME: Final = "a" * 129
 BAD_NAMES: Final = (LONG_NAME, "bad%20name", "-leading-dash", ".dot", "semi;colon", "%C3%A9t%C3%A9")
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The contract's error body, with the request's correlation id."""
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code
-    assert set(error) == {"code", "message", "correlation_id", "details"}
-    assert error["correlation_id"] == response.headers["x-correlation-id"]
-    return error
 
 
 async def state_of(app: Starlette) -> tuple[object, ...]:
@@ -346,124 +341,3 @@ async def test_wrong_method_is_405_with_the_error_body(
     error = assert_error(response, 405, "ORC_001")
     assert error["details"] == {"allowed": allowed}
     assert response.headers["allow"] == ", ".join(allowed)
-
-
-# -- GET /events ----------------------------------------------------------------------------------------------------
-
-
-class EventStreamCall:
-    """`GET /events` driven at the ASGI level (httpx's ASGITransport buffers whole answers, so cannot stream)."""
-
-    def __init__(self, app: Starlette, headers: Mapping[str, str]) -> None:
-        self._app = app
-        self._scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/events",
-            "raw_path": b"/events",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "server": ("breaker.test", 80),
-            "client": ("127.0.0.1", 50000),
-        }
-        self._messages: asyncio.Queue[Message] = asyncio.Queue()
-        self._gone = asyncio.Event()
-        self._requested = False
-        self._buffer = b""
-        self.status: int | None = None
-        self.ended = False
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._app(self._scope, self._receive, self._messages.put))
-
-    def disconnect(self) -> None:
-        self._gone.set()
-
-    async def next_frame(self) -> bytes:
-        """The next SSE frame (without its blank-line terminator); b"" once the answer has ended."""
-        while b"\n\n" not in self._buffer:
-            if self.ended:
-                return b""
-            message = await self._messages.get()
-            if message["type"] == "http.response.start":
-                self.status = message["status"]
-            else:
-                self._buffer += message.get("body", b"")
-                self.ended = not message.get("more_body", False)
-        frame, _, self._buffer = self._buffer.partition(b"\n\n")
-        return frame
-
-    async def _receive(self) -> Message:
-        if not self._requested:
-            self._requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self._gone.wait()
-        return {"type": "http.disconnect"}
-
-
-def parse(frame: bytes) -> dict[str, str]:
-    """An SSE frame's fields."""
-    return dict(line.split(": ", 1) for line in frame.decode().splitlines())
-
-
-@pytest.fixture
-async def sse_app() -> AsyncIterator[Starlette]:
-    """An app whose event streams send a keep-alive after 50 ms of quiet."""
-    settings = make_settings(sse_keepalive_s=0.05)
-    store = MemoryStore(resolve_config=lambda _: BreakerConfig())
-    async with running_app(settings, store) as (app, _):
-        yield app
-
-
-async def test_events_open_with_a_snapshot_then_stream_changes(sse_app: Starlette) -> None:
-    call = EventStreamCall(sse_app, CLIENT)
-    call.start()
-    snapshot = parse(await call.next_frame())
-    assert call.status == 200
-    assert snapshot["event"] == "snapshot"
-    assert [b["name"] for b in msgspec.json.decode(snapshot["data"])["breakers"]] == list(SEED_BREAKERS)
-    stream_id, seq = snapshot["id"].split("-")
-    assert seq == "0"
-    await store_of(sse_app).force("db", State.OPEN, reason="maintenance", ttl_s=None, actor="ops")
-    state = parse(await call.next_frame())
-    assert state["event"] == "state"
-    assert state["id"] == f"{stream_id}-1"
-    transition = msgspec.json.decode(state["data"])
-    assert (transition["name"], transition["to"], transition["actor"]) == ("db", "OPEN", "ops")
-    await store_of(sse_app).delete("db", actor="ops", reason="gone")
-    deleted = parse(await call.next_frame())
-    assert (deleted["event"], deleted["data"]) == ("deleted", '{"name":"db"}')
-    call.disconnect()
-    assert call.task is not None
-    await call.task
-
-
-async def test_events_send_keepalive_comments(sse_app: Starlette) -> None:
-    call = EventStreamCall(sse_app, CLIENT)
-    call.start()
-    await call.next_frame()
-    assert await call.next_frame() == b": keepalive"
-    call.disconnect()
-    assert call.task is not None
-    await call.task
-
-
-async def test_events_end_when_the_server_stops(sse_app: Starlette) -> None:
-    call = EventStreamCall(sse_app, CLIENT)
-    call.start()
-    await call.next_frame()
-    context_of(sse_app).stopping.set()
-    while await call.next_frame():
-        pass
-    assert call.ended
-    assert call.task is not None
-    await call.task
-
-
-async def test_events_need_the_reader_role(client: httpx.AsyncClient) -> None:
-    assert_error(await client.get("/events"), 401, "ORC_007")

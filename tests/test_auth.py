@@ -7,11 +7,18 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from breaker_service import auth
 from breaker_service.auth import Authenticator, Role
 from breaker_service.errors import ForbiddenError, UnauthenticatedError
-from tests.fixtures.app import ADMIN, ADMIN_TOKEN, CLIENT, CLIENT_TOKEN, make_settings, memory_store, running_app
-from tests.test_api import assert_error
+from tests.fixtures.app import (
+    ADMIN,
+    ADMIN_TOKEN,
+    CLIENT,
+    CLIENT_TOKEN,
+    assert_error,
+    make_settings,
+    memory_store,
+    running_app,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -84,7 +91,7 @@ def test_every_token_is_compared_even_after_a_match(monkeypatch: pytest.MonkeyPa
         calls.append(a)
         return compare(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    monkeypatch.setattr(hmac, "compare_digest", counting)
     many = Authenticator(admin_tokens={"a": "t1", "b": "t2"}, client_tokens={"c": "t3", "d": "t4"})
     assert many.authorize("Bearer t1", Role.CLIENT) == "a"
     assert calls == [b"t1", b"t2", b"t3", b"t4"]

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 from breaker_client._models import BreakerConfig
 from breaker_service.store.memory_store import MemoryStore
-from tests.fixtures.app import ADMIN, CLIENT, SEED_BREAKERS, make_settings, running_app
-from tests.test_api import assert_error
+from tests.fixtures.app import ADMIN, CLIENT, SEED_BREAKERS, assert_error, make_settings, running_app
 
 if TYPE_CHECKING:
     import httpx

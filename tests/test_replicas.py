@@ -206,6 +206,18 @@ async def test_a_replica_degrades_while_redis_is_down_and_returns_by_itself(
             assert not (await acquire(client, "outage"))["degraded"]
             assert (await client.get("/health/ready")).status_code == 200
 
+        # Traffic keeps flowing through the outage and the recovery, and never sees an error.
+        statuses: list[int] = []
+        done = asyncio.Event()
+
+        async def traffic() -> None:
+            sent = 0
+            while not done.is_set():
+                response = await clients[sent % 2].post("/breakers/background/acquire", json={})
+                statuses.append(response.status_code)
+                sent += 1
+
+        background = asyncio.create_task(traffic())
         server.kill()
         for client in clients:
             decision = await acquire(client, "outage")
@@ -217,6 +229,11 @@ async def test_a_replica_degrades_while_redis_is_down_and_returns_by_itself(
         )
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "ORC_005"
+        # Local state: failures on one replica open its local breaker; the other replica's stays closed.
+        for _ in range(5):
+            await record(clients[0], "outage", "failure")
+        assert not (await acquire(clients[0], "outage"))["allowed"]
+        assert (await acquire(clients[1], "outage"))["allowed"]
 
         server.restart()
         for client in clients:
@@ -225,7 +242,14 @@ async def test_a_replica_degrades_while_redis_is_down_and_returns_by_itself(
                 return (await client.get("/health/ready")).status_code == 200
 
             await wait_until(ready, f"{client.base_url} to be ready again")
-            assert (await acquire(client, "outage"))["degraded"] is False
+            back = await acquire(client, "outage")
+            assert back["degraded"] is False
+            assert back["allowed"]  # the Redis that came back is empty: shared state wins over the local OPEN
+        done.set()
+        await background
+        assert statuses
+        assert set(statuses) == {200}
+
         forced = await clients[0].post(
             "/breakers/outage/force-open", json={"reason": "after outage", "ttl_s": None}, headers=ADMIN_HEADERS
         )

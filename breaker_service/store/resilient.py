@@ -213,21 +213,23 @@ class ResilientStore:
             return self._remember(await self._shared.reset(name, reason=reason, actor=actor))
 
     async def events(self) -> AsyncIterator[StoreEvent]:
-        """The shared store's events; after an outage, waits for it to answer again and subscribes again.
+        """The shared store's events; after a lost subscription, subscribes again (backing off, never while degraded).
 
-        Events published while the subscription was down are lost (pub/sub keeps nothing). Transitions of the
-        local machines are not published: they are this replica's alone.
+        A lost subscription alone does not make the store degraded: acquire and record decide that. Events published
+        while no subscription was up are lost (pub/sub keeps nothing). Transitions of the local machines are not
+        published: they are this replica's alone.
         """
+        delay = self._retry_min_s
         while not self._closed:
             await self._healthy.wait()
             try:
                 async for event in self._shared.events():
+                    delay = self._retry_min_s
                     yield event
             except StoreUnavailableError as exc:
-                self._enter_degraded(exc)
-            else:
-                # The subscription ended without an error: subscribe again, never in a tight loop.
-                await asyncio.sleep(self._retry_min_s)
+                log.info("events subscription lost", store=self.kind, error=exc.message, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max_s)
 
     # -- degraded spells ----------------------------------------------------------------------------------------
 

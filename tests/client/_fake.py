@@ -36,7 +36,9 @@ def sse(event: str, data: str | bytes | msgspec.Struct, event_id: str = "1") -> 
 
 
 def allowed(generation: int = 1) -> httpx.Response:
-    return httpx.Response(200, content=msgspec.json.encode(Decision(allowed=True, state=State.CLOSED, generation=generation)))
+    return httpx.Response(
+        200, content=msgspec.json.encode(Decision(allowed=True, state=State.CLOSED, generation=generation))
+    )
 
 
 def error(status: int, code: str) -> httpx.Response:

@@ -142,3 +142,11 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 
     def clear(self) -> None:
         self.exchanges.clear()
+
+
+def free_port_url() -> str:
+    """A URL on which nothing listens (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+    return f"http://{HOST}:{port}"
