@@ -3,7 +3,8 @@
 Starts, on 127.0.0.1 only: a redis-server on a free port, one `python -m breaker_service` on it, and one on the
 memory store for comparison. Each case runs at concurrency 1, 16 and 64 until it has made `--max-ops` calls or
 `--seconds` have passed, whichever comes first, after a short warm-up; then everything it started is stopped.
-The load generator (httpx / redis-py) runs in this process on the same machine, so the figures include its cost.
+The load generator (a minimal keep-alive HTTP/1.1 client, one connection per concurrent caller, and redis-py for
+the baseline) runs in this process on the same machine, so the figures include its cost.
 
     python scripts/bench_service.py [--quick] [--seconds S] [--max-ops N]
 """
@@ -36,7 +37,7 @@ from breaker_service.store.keys import breaker_keys
 from breaker_service.store.scripts import SOURCES, BreakerScripts
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 HOST: Final = "127.0.0.1"
 CONCURRENCY: Final = (1, 16, 64)
@@ -120,11 +121,15 @@ def _pings(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def service(directory: Path, redis_url: str | None) -> Iterator[str]:
-    """`python -m breaker_service` on a free loopback port; client routes open (no client tokens)."""
+def service(directory: Path, redis_url: str | None) -> Iterator[int]:
+    """`python -m breaker_service` on a free loopback port; yields the port.
+
+    Default settings: client routes are open (no client tokens) and every request writes its JSON log line (to a
+    file), as in production.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BREAKER_", "REDIS_"))}
-    env |= {"BREAKER_HOST": HOST, "BREAKER_PORT": str(port), "BREAKER_LOG_LEVEL": "WARNING"}
+    env |= {"BREAKER_HOST": HOST, "BREAKER_PORT": str(port)}
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     log = directory / f"service-{port}.log"
@@ -135,7 +140,7 @@ def service(directory: Path, redis_url: str | None) -> Iterator[str]:
     url = f"http://{HOST}:{port}"
     try:
         wait_for(lambda: _answers_health(url), process, f"the service ({redis_url or 'memory'})", log)
-        yield url
+        yield port
     finally:
         stop(process)
 
@@ -147,18 +152,16 @@ def _answers_health(url: str) -> bool:
         return False
 
 
-async def measure(
-    operation: Operation, concurrency: int, *, max_ops: int, seconds: float
-) -> tuple[int, float, list[int]]:
-    """Run `operation` from `concurrency` tasks until `max_ops` calls or `seconds`; (calls, elapsed, latencies ns)."""
+async def measure(operations: Sequence[Operation], *, max_ops: int, seconds: float) -> tuple[int, float, list[int]]:
+    """One task per operation, until `max_ops` calls or `seconds` in all: (calls, elapsed s, ns each)."""
     for _ in range(min(WARMUP_OPS, max_ops)):
-        await operation()
+        await operations[0]()
     latencies: list[int] = []
     started = time.perf_counter()
     deadline = started + seconds
     remaining = max_ops
 
-    async def worker() -> None:
+    async def worker(operation: Operation) -> None:
         nonlocal remaining
         while remaining > 0 and time.perf_counter() < deadline:
             remaining -= 1
@@ -166,7 +169,7 @@ async def measure(
             await operation()
             latencies.append(time.perf_counter_ns() - t0)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(operation) for operation in operations))
     return len(latencies), time.perf_counter() - started, latencies
 
 
@@ -175,24 +178,61 @@ def percentile_ms(latencies: list[int], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1e6
 
 
-async def bench_http(target: str, url: str, *, max_ops: int, seconds: float) -> list[Result]:
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection: just enough client to POST JSON to the service.
+
+    httpx costs more CPU per request than the service does, and on a small machine it would measure itself.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> HttpConnection:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        return cls(reader, writer)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST `body` as JSON; the status and the body of the answer."""
+        head = f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        self._writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status_line, *headers = (await self._reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        lengths = [int(h.partition(":")[2]) for h in headers if h.lower().startswith("content-length:")]
+        if not lengths:
+            raise RuntimeError(f"{path}: an answer without Content-Length ({status_line})")
+        return int(status_line.split()[1]), await self._reader.readexactly(lengths[0])
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
+async def bench_http(target: str, port: int, *, max_ops: int, seconds: float) -> list[Result]:
     results: list[Result] = []
-    for concurrency in CONCURRENCY:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
-            for operation, path, body in (
-                ("acquire", "/breakers/bench/acquire", {}),
-                ("record", "/breakers/bench/record", {"outcome": "success"}),
-            ):
-
-                async def call(path: str = path, body: dict[str, str] = body) -> None:
-                    response = await client.post(path, json=body)
-                    if response.status_code != 200:
-                        raise RuntimeError(f"{target} {path} answered {response.status_code}: {response.text}")
-
-                ops, elapsed, latencies = await measure(call, concurrency, max_ops=max_ops, seconds=seconds)
-                results.append(_result(target, operation, concurrency, ops, elapsed, latencies))
+    for operation, path, body in (
+        ("acquire", "/breakers/bench/acquire", b"{}"),
+        ("record", "/breakers/bench/record", b'{"outcome":"success"}'),
+    ):
+        for concurrency in CONCURRENCY:
+            connections = [await HttpConnection.open(port) for _ in range(concurrency)]
+            try:
+                calls = [_poster(connection, path, body) for connection in connections]
+                ops, elapsed, latencies = await measure(calls, max_ops=max_ops, seconds=seconds)
+            finally:
+                for connection in connections:
+                    await connection.close()
+            results.append(_result(target, operation, concurrency, ops, elapsed, latencies))
     return results
+
+
+def _poster(connection: HttpConnection, path: str, body: bytes) -> Operation:
+    async def call() -> None:
+        status, answer = await connection.post(path, body)
+        if status != 200:
+            raise RuntimeError(f"POST {path} answered {status}: {answer[:500]!r}")
+
+    return call
 
 
 async def bench_evalsha(redis_url: str, *, max_ops: int, seconds: float) -> list[Result]:
@@ -210,7 +250,7 @@ async def bench_evalsha(redis_url: str, *, max_ops: int, seconds: float) -> list
 
         results: list[Result] = []
         for concurrency in CONCURRENCY:
-            ops, elapsed, latencies = await measure(call, concurrency, max_ops=max_ops, seconds=seconds)
+            ops, elapsed, latencies = await measure([call] * concurrency, max_ops=max_ops, seconds=seconds)
             results.append(_result("raw EVALSHA", "acquire", concurrency, ops, elapsed, latencies))
         return results
     finally:
@@ -248,10 +288,10 @@ async def run(max_ops: int, seconds: float) -> list[Result]:
         directory = Path(tmp)
         with redis_server(directory) as redis_url:
             results = await bench_evalsha(redis_url, max_ops=max_ops, seconds=seconds)
-            with service(directory, redis_url) as url:
-                results += await bench_http("service+redis", url, max_ops=max_ops, seconds=seconds)
-            with service(directory, None) as url:
-                results += await bench_http("service+memory", url, max_ops=max_ops, seconds=seconds)
+            with service(directory, redis_url) as port:
+                results += await bench_http("service+redis", port, max_ops=max_ops, seconds=seconds)
+            with service(directory, None) as port:
+                results += await bench_http("service+memory", port, max_ops=max_ops, seconds=seconds)
         return results
 
 

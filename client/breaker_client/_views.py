@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["BreakerView", "Epoch", "Views"]
 
 Epoch = tuple[int, int]
-"""(client-wide, per-breaker) counters; either moves whenever the breaker may have stopped being healthy."""
+"""(client-wide, per-breaker) counters; one moves whenever the breaker stops being known healthy (it went strict)."""
 
 DEFAULT_CONFIG: Final = BreakerConfig()
 
@@ -202,8 +202,9 @@ class Views:
         self._notify()
 
     def _put(self, view: BreakerView) -> None:
-        if not view.healthy:
-            self._bump(view.name)
+        known = self._views.get(view.name)
+        if not view.healthy and (known is None or known.healthy):
+            self._bump(view.name)  # the breaker went strict: successes seen before no longer count
         self._views[view.name] = view
 
     def _bump(self, name: str) -> None:
