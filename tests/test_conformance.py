@@ -450,13 +450,60 @@ async def test_a_success_resets_the_consecutive_failures(store: BreakerStore) ->
     assert (again.counts.success, again.counts.failure) == (1, 4)
 
 
-async def test_closed_without_failures_allows_without_a_permit(store: BreakerStore) -> None:
+async def test_closed_without_failures_allows_without_a_permit_once_a_success_proved_it(store: BreakerStore) -> None:
     await configured(store, "svc", BASE)
+    await store.record("svc", success())
 
     decision = await store.acquire("svc")
 
     assert (decision.allowed, decision.permit, decision.retry_after_s) == (True, None, None)
     assert (decision.state, decision.generation) == (State.CLOSED, 1)
+
+
+async def test_an_unproven_breaker_leases_calls_within_the_failure_budget(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+
+    decisions = [await store.acquire("svc") for _ in range(BASE.failure_threshold + 1)]
+
+    leased = decisions[: BASE.failure_threshold]
+    assert all(d.allowed and d.permit is not None for d in leased)
+    assert len({d.permit for d in leased}) == BASE.failure_threshold
+    assert (decisions[-1].allowed, decisions[-1].state) == (False, State.CLOSED)
+    assert (await store.snapshot("svc")).counts.rejected == 1
+
+
+async def test_a_leased_success_proves_the_breaker_and_frees_the_budget(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+    lease = await store.acquire("svc")
+
+    await store.record("svc", success(permit=lease.permit, generation=lease.generation))
+    after = [await store.acquire("svc") for _ in range(BASE.failure_threshold + 1)]
+
+    assert all(d.allowed and d.permit is None for d in after)
+
+
+async def test_closing_through_probes_proves_the_breaker(kit: StoreKit, store: BreakerStore) -> None:
+    config = msgspec.structs.replace(BASE, open_timeout_s=0.05, success_threshold=1)
+    await tripped(store, "svc", config)
+    await kit.clock.advance(0.05)
+    probe = await store.acquire("svc")
+
+    closed = await store.record("svc", success(permit=probe.permit, generation=probe.generation))
+    decision = await store.acquire("svc")
+
+    assert closed.state is State.CLOSED
+    assert (decision.allowed, decision.permit) == (True, None)
+
+
+async def test_reset_makes_the_breaker_unproven_again(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+    await store.record("svc", success())
+
+    await store.reset("svc", reason="fresh start", actor="ops")
+    decision = await store.acquire("svc")
+
+    assert decision.allowed
+    assert decision.permit is not None
 
 
 async def test_calls_in_flight_count_against_the_budget_while_failures_accumulate(store: BreakerStore) -> None:
@@ -886,7 +933,9 @@ async def test_a_force_ttl_running_out_gives_a_fresh_closed_breaker(kit: StoreKi
         forced.generation + 1,
         None,
     )
-    assert (decision.allowed, decision.permit) == (True, None)
+    # Fresh means unproven: the first calls are leased against the failure budget.
+    assert decision.allowed
+    assert decision.permit is not None
     history = await store.history("svc")
     assert moves(history)[0] == (State.OPEN, State.CLOSED, "force expired", None)
     assert history[0].generation == forced.generation + 1

@@ -90,8 +90,10 @@ def test_new_breaker_is_closed_at_generation_one_with_zero_counts() -> None:
     assert events == []
 
 
-def test_closed_without_failures_allows_without_permit() -> None:
-    decision, events = new_machine().acquire(T0)
+def test_closed_without_failures_allows_without_permit_once_proven() -> None:
+    machine = new_machine()
+    machine.record(success(), T0)
+    decision, events = machine.acquire(T0)
 
     assert decision.allowed
     assert decision.permit is None

@@ -140,6 +140,20 @@ async def test_a_forced_open_breaker_stays_forced(store: ResilientStore, server:
     assert decision.retry_after_s is None
 
 
+async def test_state_learnt_from_decisions_alone_carries_over(store: ResilientStore, server: RedisServer) -> None:
+    # Another replica forces the breaker open; this one only ever sees acquire decisions for it.
+    other = redis.asyncio.Redis.from_url(server.url)
+    await RedisStore(other, resolve_config=resolve).force("svc", State.OPEN, reason="r", ttl_s=None, actor="t")
+    await other.aclose()
+    assert not (await store.acquire("svc")).allowed
+    server.kill()
+
+    decision = await store.acquire("svc")
+    assert decision.degraded
+    assert not decision.allowed
+    assert decision.retry_after_s is None
+
+
 async def test_a_breaker_never_seen_takes_its_resolved_config(store: ResilientStore, server: RedisServer) -> None:
     server.kill()
     with pytest.raises(StoreUnavailableError):

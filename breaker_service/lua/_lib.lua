@@ -20,7 +20,7 @@ local HISTORY_MAXLEN = 1000
 local WINDOW_BUCKETS = 10
 local NUMBER_FIELDS = {
   'forced_until_ms', 'generation', 'consecutive_failures', 'consecutive_successes', 'opened_at_ms',
-  'open_until_ms', 'open_streak', 'success', 'failure', 'rejected', 'permit_seq',
+  'open_until_ms', 'open_streak', 'success', 'failure', 'rejected', 'permit_seq', 'proven',
 }
 
 local NOW_MS
@@ -47,7 +47,8 @@ local function load()
   local raw = redis.call('HGETALL', STATE_KEY)
   if #raw == 0 then return false end
   for i = 1, #raw, 2 do saved[raw[i]] = raw[i + 1] end
-  for _, field in ipairs(NUMBER_FIELDS) do saved[field] = tonumber(saved[field]) end
+  -- A field a breaker written by an older version lacks reads as 0.
+  for _, field in ipairs(NUMBER_FIELDS) do saved[field] = tonumber(saved[field]) or 0 end
   for field, value in pairs(saved) do S[field] = value end
   cfg = decode_config(S.config)
   return true
@@ -101,6 +102,8 @@ local function transition(to, reason, actor, forced)
     -- Automatic closes already zeroed the streak; admin moves want it zeroed too.
     S.opened_at_ms = 0
     S.open_streak = 0
+    -- Probes proved the dependency works; an admin move starts a fresh, unproven machine.
+    S.proven = forced and 0 or 1
   end
   if forced then
     S.forced = forced

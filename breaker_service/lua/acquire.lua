@@ -28,9 +28,9 @@ local function decide()
     if live_permits() >= cfg.half_open_max_calls then return deny(first_permit_expiry_ms() - NOW_MS) end
     return allow(grant_permit())
   end
-  if S.consecutive_failures == 0 then return allow(nil) end
-  -- While failures accumulate, calls in flight count against the budget, so the fleet cannot send more
-  -- calls than failure_threshold to a dependency that is dying.
+  if S.consecutive_failures == 0 and S.proven == 1 then return allow(nil) end
+  -- While failures accumulate, or before a success has shown the dependency works, calls in flight count
+  -- against the budget, so the fleet cannot send more than failure_threshold calls to a dead dependency.
   if S.consecutive_failures + live_permits() >= cfg.failure_threshold then
     return deny(first_permit_expiry_ms() - NOW_MS)
   end

@@ -64,6 +64,7 @@ local function record_closed()
     S.consecutive_failures = S.consecutive_failures + count
   else
     S.consecutive_failures = 0
+    S.proven = 1
   end
   local window = cfg.window_s and add_to_window()
   if S.consecutive_failures >= cfg.failure_threshold then

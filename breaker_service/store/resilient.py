@@ -43,7 +43,7 @@ LOCAL_PERMIT_PREFIX: Final = "local-"
 
 _T = TypeVar("_T")
 
-log = structlog.get_logger()
+log = structlog.get_logger("breaker_service.store")
 
 
 class _Known(msgspec.Struct):

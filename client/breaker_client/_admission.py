@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -30,6 +31,8 @@ __all__ = ["Admission", "Route", "Ticket"]
 
 _log = structlog.get_logger("breaker_client")
 _MAX_DURATION_MS: Final = MAX_SECONDS * 1000
+_BUDGET_POLL_FIRST_S: Final = 0.005
+_BUDGET_POLL_MAX_S: Final = 0.1
 
 
 class Route(enum.Enum):
@@ -64,6 +67,7 @@ class Admission:
         report_timeout_s: float,
         flush_interval_s: float,
         recheck_s: float,
+        budget_wait_s: float,
     ) -> None:
         self._connection = connection
         self._views = views
@@ -71,6 +75,7 @@ class Admission:
         self._batcher = SuccessBatcher(self._send_batch, interval_s=flush_interval_s)
         self._report_timeout_s = report_timeout_s
         self._recheck_s = recheck_s
+        self._budget_wait_s = budget_wait_s
         self._trusted: dict[str, Epoch] = {}
         self._degraded = False
         self._next_recheck = 0.0
@@ -115,7 +120,7 @@ class Admission:
         if self._degraded:
             self._next_recheck = now + self._recheck_s  # one call probes the service, the others stay local
         try:
-            decision = await self._acquire(name)
+            decision = await self._acquire_within_budget(name)
         except ClientError as exc:
             if isinstance(exc, AuthenticationError | ForbiddenError):
                 raise
@@ -136,6 +141,18 @@ class Admission:
                 raise CircuitOpenError(view.name, view.retry_after_s(now))
         elif view.forced is None and view.state is State.OPEN and view.deadline is not None and now < view.deadline:
             raise CircuitOpenError(view.name, view.retry_after_s(now))
+
+    async def _acquire_within_budget(self, name: str) -> Decision:
+        """Acquire; a denial in CLOSED means the fleet's failure budget is in flight, not an open circuit, so wait
+        up to `budget_wait_s` for a slot: the calls out will either succeed (and free it) or trip the breaker."""
+        give_up = time.monotonic() + self._budget_wait_s
+        delay_s = _BUDGET_POLL_FIRST_S
+        while True:
+            decision = await self._acquire(name)
+            if decision.allowed or decision.state is not State.CLOSED or time.monotonic() + delay_s > give_up:
+                return decision
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _BUDGET_POLL_MAX_S)
 
     async def _acquire(self, name: str) -> Decision:
         try:

@@ -35,7 +35,9 @@ class BreakerClient:
 
     `base_url` may list several service replicas: requests move to the next when one is down. `timeout_s` bounds
     each request to the service, `report_timeout_s` the wait for a failure's report. `recheck_s` is how often a
-    degraded client asks the service again (the event stream also reconnects by itself). `default_config` seeds
+    degraded client asks the service again (the event stream also reconnects by itself). `budget_wait_s` is how
+    long a call waits for a slot while the fleet's failure budget is in flight (see docs/semantics.md, acquire
+    rule 7) before it is refused. `default_config` seeds
     the local breaker of a breaker never seen. `events=False` turns the stream off: every call then asks first.
     `clock` (monotonic seconds) measures local deadlines and drives the local breakers; tests replace it.
     """
@@ -50,6 +52,7 @@ class BreakerClient:
         report_timeout_s: float = 1.0,
         flush_interval_s: float = 0.1,
         recheck_s: float = 1.0,
+        budget_wait_s: float = 1.0,
         events: bool = True,
         events_idle_timeout_s: float = 60.0,
         default_config: BreakerConfig | None = None,
@@ -65,6 +68,7 @@ class BreakerClient:
             report_timeout_s=report_timeout_s,
             flush_interval_s=flush_interval_s,
             recheck_s=recheck_s,
+            budget_wait_s=budget_wait_s,
         )
         self._events = (
             EventStream(

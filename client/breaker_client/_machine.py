@@ -48,6 +48,7 @@ class BreakerMachine:
     opened_at_ms: int = 0
     open_until_ms: int = 0
     open_streak: int = 0
+    proven: bool = False
     success: int = 0
     failure: int = 0
     rejected: int = 0
@@ -74,10 +75,10 @@ class BreakerMachine:
             if len(self.permits) >= self.config.half_open_max_calls:
                 return self._deny(self._first_permit_expiry_ms(now_ms) - now_ms), events
             return self._allow(self._grant_permit(now_ms)), events
-        if self.consecutive_failures == 0:
+        if self.consecutive_failures == 0 and self.proven:
             return self._allow(None), events
-        # While failures accumulate, calls in flight count against the budget, so the fleet cannot send
-        # more calls than `failure_threshold` to a dependency that is dying.
+        # While failures accumulate, or before a success has shown the dependency works, calls in flight count
+        # against the budget, so the fleet cannot send more than `failure_threshold` calls to a dead dependency.
         if self.consecutive_failures + len(self.permits) >= self.config.failure_threshold:
             return self._deny(self._first_permit_expiry_ms(now_ms) - now_ms), events
         return self._allow(self._grant_permit(now_ms)), events
@@ -155,6 +156,7 @@ class BreakerMachine:
             self.consecutive_failures += outcome.count
         else:
             self.consecutive_failures = 0
+            self.proven = True
         self._add_to_window(outcome, failed, now_ms)
         if self.consecutive_failures >= self.config.failure_threshold:
             self._transition(State.OPEN, "failure threshold reached", None, now_ms, events)
@@ -212,6 +214,7 @@ class BreakerMachine:
             self.open_until_ms = now_ms + self._open_timeout_ms()
         elif to is State.CLOSED:
             self.opened_at_ms = 0
+            self.proven = True  # success_threshold probes succeeded
         self._audit(before, to, reason, actor, now_ms, events)
 
     def _audit(
@@ -242,6 +245,7 @@ class BreakerMachine:
         self.state = State.CLOSED
         self.opened_at_ms = 0
         self.open_streak = 0
+        self.proven = False
 
     def _lift_expired_force(self, now_ms: int, events: list[Event]) -> None:
         if self.forced is None or self.forced_until_ms == 0 or now_ms < self.forced_until_ms:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -293,3 +294,32 @@ async def test_protect_decorates_an_async_function(make_client: ClientFactory) -
 
     assert await greet("ops", punctuation="?") == "hello ops?"
     assert len(transport.to("/acquire")) == 1
+
+
+async def test_a_call_waits_for_a_slot_while_the_failure_budget_is_in_flight(
+    make_client: ClientFactory, service: ServiceHarness
+) -> None:
+    client, _ = await make_client(budget_wait_s=30.0)
+    await service.admin("PUT", "/breakers/budget", {})
+    threshold = service.config.defaults.failure_threshold
+    release = asyncio.Event()
+    in_flight = 0
+
+    async def held() -> str:
+        nonlocal in_flight
+        in_flight += 1
+        await release.wait()
+        return "ok"
+
+    # An unproven breaker leases `threshold` calls; the next one is denied in CLOSED and must wait, not fail.
+    calls = [asyncio.create_task(client.breaker("budget", retry=NO_RETRY).call(held)) for _ in range(threshold + 1)]
+    for _ in range(1000):
+        snapshot = (await service.admin("GET", "/breakers/budget")).json()
+        if snapshot["counts"]["rejected"] >= 1:
+            break
+        await asyncio.sleep(0.005)
+    assert in_flight == threshold
+    release.set()
+
+    assert await asyncio.gather(*calls) == ["ok"] * (threshold + 1)
+    assert in_flight == threshold + 1
