@@ -262,24 +262,22 @@ def payload(event: StoreEvent) -> Transition | FailureSignal | Snapshot | Delete
 
 @contextlib.asynccontextmanager
 async def subscribed(store: BreakerStore) -> AsyncIterator[asyncio.Queue[StoreEvent]]:
-    """A queue of the store's events, answered once the subscription is known to be live."""
+    """A queue of the store's events, answered once the store says the subscription is live: from then on no
+    event may be missed, which the tests using it check."""
     queue: asyncio.Queue[StoreEvent] = asyncio.Queue()
+    live = asyncio.Event()
 
     async def consume() -> None:
-        async for event in store.events():
+        async for event in store.events(live):
             queue.put_nowait(event)
 
     consumer = asyncio.create_task(consume())
     try:
-        # A subscription starts asynchronously; publish probes until one arrives, so later events cannot be missed.
-        deadline = time.monotonic() + EVENT_TIMEOUT_S
-        while True:
-            await store.configure("events-probe", BASE, actor="tester", reason="probe")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(queue.get(), timeout=0.1)
-                break
-            if time.monotonic() > deadline or consumer.done():
-                pytest.fail("the events stream never delivered an event")
+        waiting = asyncio.ensure_future(live.wait())
+        await asyncio.wait({waiting, consumer}, timeout=EVENT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if not live.is_set():
+            pytest.fail("the events subscription never became live")
         yield queue
     finally:
         consumer.cancel()

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from breaker_service.store.base import BreakerStore, StoreEvent
 
 BACKLOG: Final = 10_000
+SUBSCRIBE_TIMEOUT_S: Final = 2.0
 CLEANUP_TIMEOUT_S: Final = 5.0
 KEEPALIVE: Final = b": keepalive\n\n"
 HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -57,12 +58,16 @@ async def event_stream(store: BreakerStore, *, stopping: asyncio.Event, keepaliv
     """The SSE byte stream for one client."""
     stream_id = time.time_ns() // 1_000_000
     queue: asyncio.Queue[StoreEvent] = asyncio.Queue(maxsize=BACKLOG)
-    pump = asyncio.create_task(_pump(store.events(), queue), name="sse-pump")
+    subscribed = asyncio.Event()
+    pump = asyncio.create_task(_pump(store.events(subscribed), queue), name="sse-pump")
     stop = asyncio.create_task(stopping.wait(), name="sse-stop")
     get: asyncio.Future[StoreEvent] | None = None
     try:
-        # One turn of the loop lets the pump enter store.events() and subscribe before the snapshot is read.
-        await asyncio.sleep(0)
+        # Subscribe before reading the snapshot, so no change falls between the two. A store that cannot subscribe
+        # now (Redis down) still gets its snapshot from local state; the client reconnects later for events.
+        subscribing = asyncio.ensure_future(subscribed.wait())
+        await asyncio.wait({subscribing, pump}, timeout=SUBSCRIBE_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        subscribing.cancel()
         try:
             snapshot = BreakerList(breakers=await store.snapshots())
         except ServiceError as exc:

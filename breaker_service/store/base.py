@@ -8,11 +8,14 @@ against both.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
 from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
+
+if TYPE_CHECKING:
+    import asyncio
 
 ConfigResolver = Callable[[str], BreakerConfig]
 """The config a breaker gets when it is created implicitly: its config-file override, else the defaults."""
@@ -98,6 +101,9 @@ class BreakerStore(Protocol):
         """Transitions, newest first; `UnknownBreakerError` if absent."""
         ...
 
-    def events(self) -> AsyncIterator[StoreEvent]:
-        """Every event published by any replica from now on, until the consumer stops iterating."""
+    def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
+        """Every event published by any replica from now on, until the consumer stops iterating.
+
+        `subscribed` is set once the subscription is live, so a snapshot read after it misses no change.
+        """
         ...

@@ -116,9 +116,11 @@ class MemoryStore:
         self._existing(name)
         return list(self._history[name])[:limit]
 
-    async def events(self) -> AsyncIterator[StoreEvent]:
+    async def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
         queue: asyncio.Queue[StoreEvent] = asyncio.Queue()
         self._subscribers.add(queue)
+        if subscribed is not None:
+            subscribed.set()
         try:
             while True:
                 yield await queue.get()

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeVar
 import msgspec
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
@@ -26,7 +28,10 @@ from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, hi
 from breaker_service.store.scripts import BreakerScripts, RedisClient
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+
+    from redis.asyncio.client import PubSub
 
 _T = TypeVar("_T")
 
@@ -62,6 +67,14 @@ def _unavailable() -> Iterator[None]:
         raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
+async def _confirmed(pubsub: PubSub) -> None:
+    """Wait for Redis to confirm SUBSCRIBE: only then is it live, and a snapshot read after it misses nothing."""
+    while True:
+        message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
+        if message is not None and message["type"] == "subscribe":
+            return
+
+
 def create_redis(
     url: str, *, cluster: bool = False, max_connections: int = 256, pool_timeout_s: float = 5.0, **options: Any
 ) -> RedisClient:
@@ -69,7 +82,11 @@ def create_redis(
 
     Replies stay bytes (`decode_responses` off): the store decodes them itself. A burst of more concurrent
     requests than `max_connections` waits up to `pool_timeout_s` for a connection instead of failing at once.
+    A command that meets a pooled connection Redis closed (after a restart) is sent once more on a fresh one,
+    and connecting gives up after a second, so an outage turns into degraded answers quickly.
     """
+    options.setdefault("retry", Retry(NoBackoff(), 1))
+    options.setdefault("socket_connect_timeout", 1.0)
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections, **options)
     parts = urllib.parse.urlsplit(url)
@@ -202,12 +219,15 @@ class RedisStore:
             raise UnknownBreakerError(f"no breaker named {name!r}")
         return [_TRANSITION.decode(fields[b"transition"]) for _, fields in entries]
 
-    async def events(self) -> AsyncGenerator[StoreEvent, None]:
+    async def events(self, subscribed: asyncio.Event | None = None) -> AsyncGenerator[StoreEvent, None]:
         """Every event on `brk:events` from now on; the subscription ends when the consumer stops."""
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._redis.pubsub()
         try:
             with _unavailable():
                 await pubsub.subscribe(EVENTS_CHANNEL)
+                await _confirmed(pubsub)
+            if subscribed is not None:
+                subscribed.set()
             while True:
                 with _unavailable():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)

@@ -214,7 +214,7 @@ class ResilientStore:
         async with self._writing():
             return self._remember(await self._shared.reset(name, reason=reason, actor=actor))
 
-    async def events(self) -> AsyncIterator[StoreEvent]:
+    async def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
         """The shared store's events; after a lost subscription, subscribes again (backing off, never while degraded).
 
         A lost subscription alone does not make the store degraded: acquire and record decide that. Events published
@@ -225,7 +225,7 @@ class ResilientStore:
         while not self._closed:
             await self._healthy.wait()
             try:
-                async for event in self._shared.events():
+                async for event in self._shared.events(subscribed):
                     delay = self._retry_min_s
                     yield event
             except StoreUnavailableError as exc:
