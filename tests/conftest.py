@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.app",
     "tests.fixtures.service",
+    "tests.fixtures.dependency",
 ]

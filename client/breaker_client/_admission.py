@@ -10,6 +10,7 @@ reached, a local machine per breaker decides, and the client is `degraded` until
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from dataclasses import dataclass
@@ -201,6 +202,10 @@ class Admission:
             return
         if failed:
             self._trusted.pop(ticket.name, None)
+            # Successes counted before this failure go first: sent after it, they would reset its count.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._report_timeout_s):
+                    await self._batcher.drain()
         await self._record(ticket.name, outcome, self._report_timeout_s)
 
     def _trust(self, ticket: Ticket) -> None:

@@ -54,6 +54,13 @@ class SuccessBatcher:
             )
         )
 
+    async def drain(self) -> None:
+        """Send everything counted so far, after any send under way: those successes reach the service before
+        whatever the caller sends next (a failure must not be followed by older successes that reset its count)."""
+        if self._inflight is not None and not self._inflight.done():
+            await asyncio.shield(self._inflight)
+        await self.flush()
+
     async def aclose(self) -> None:
         """Stop the background flusher and send what is left."""
         if self._task is not None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, cast
 
 import structlog
 
-from breaker_client._correlation import current_correlation_id, use_correlation_id
+from breaker_client._correlation import CorrelationScope, correlation_id
 from breaker_client._errors import CircuitOpenError
 
 if TYPE_CHECKING:
@@ -106,15 +106,13 @@ class Breaker:
             await self._admission.report(ticket, failed=failed, duration_ms=_ms_since(started))
 
     async def _run(self, call: Callable[[], Awaitable[T]], fallback: object) -> T:
-        with use_correlation_id(current_correlation_id()):
+        with CorrelationScope():
             try:
                 return await self._retry.run(lambda: self._attempt(call), breaker=self._name)
             except Exception as exc:
                 if fallback is NO_FALLBACK or not (isinstance(exc, CircuitOpenError) or self._failure.is_failure(exc)):
                     raise
-                _log.info(
-                    "breaker.fallback", breaker=self._name, error=repr(exc), correlation_id=current_correlation_id()
-                )
+                _log.info("breaker.fallback", breaker=self._name, error=repr(exc), correlation_id=correlation_id())
                 return cast("T", await _fallback_value(fallback, exc))
 
     async def _attempt(self, call: Callable[[], Awaitable[T]]) -> T:

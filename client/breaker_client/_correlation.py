@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["CORRELATION_HEADER", "correlation_id", "current_correlation_id", "use_correlation_id"]
+__all__ = ["CORRELATION_HEADER", "CorrelationScope", "correlation_id", "current_correlation_id", "use_correlation_id"]
 
 CORRELATION_HEADER: Final = "X-Correlation-ID"
 
@@ -40,3 +40,17 @@ def use_correlation_id(value: str | None = None) -> Iterator[str]:
         yield value
     finally:
         _CURRENT.reset(token)
+
+
+class CorrelationScope:
+    """`with CorrelationScope():` one call's scope: the caller's id if it has one, else an id generated the first
+    time one is needed (`correlation_id()`); the caller's context is left as it was. Lazy, so a call that sends no
+    request (the fast path) pays for no id."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _CURRENT.set(_CURRENT.get())
+
+    def __exit__(self, *exc_info: object) -> None:
+        _CURRENT.reset(self._token)

@@ -10,8 +10,9 @@ Every wait is bounded; a worker that crashes or does not answer fails the caller
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from tests.fleet.protocol import Crashed, Exit, Ready, Run, RunResult, WorkerSpec
 from tests.fleet.worker import worker_main
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
 __all__ = ["Fleet", "FleetError", "total"]
+
+T = TypeVar("T")
 
 JOIN_TIMEOUT_S: Final = 10.0
 RESULT_MARGIN_S: Final = 30.0
@@ -47,13 +50,18 @@ class Fleet:
         self._barrier = context.Barrier(size)
         self._stop = context.Event()
         self._conns: list[Connection] = []
+        self._child_conns: list[Connection] = []
         self._processes: list[BaseProcess] = []
-        for _ in range(size):
+        for index in range(size):
             parent, child = context.Pipe()
             process = context.Process(
-                target=worker_main, args=(child, self._barrier, self._stop, spec), daemon=True, name="fleet-worker"
+                target=worker_main,
+                args=(child, self._barrier, self._stop, spec, index),
+                daemon=True,
+                name=f"fleet-worker-{index}",
             )
             self._conns.append(parent)
+            self._child_conns.append(child)
             self._processes.append(process)
         self._pending: Run | None = None
         self.ready: list[Ready] = []
@@ -69,6 +77,8 @@ class Fleet:
         """Start every worker and wait until each says it is ready."""
         for process in self._processes:
             process.start()
+        for child in self._child_conns:
+            child.close()  # only the worker holds its end now: a dead worker reads as EOF, not silence
         self.ready = [self._receive(conn, self.spec.ready_timeout_s + RESULT_MARGIN_S, Ready) for conn in self._conns]
 
     def run(self, run: Run) -> list[RunResult]:
@@ -100,10 +110,8 @@ class Fleet:
     def close(self) -> None:
         """Ask every worker to exit; kill those that do not."""
         for conn in self._conns:
-            try:
+            with contextlib.suppress(OSError):  # already gone
                 conn.send(Exit())
-            except OSError:
-                pass  # already gone
         for process in self._processes:
             if process.pid is None:
                 continue
@@ -114,7 +122,7 @@ class Fleet:
         for conn in self._conns:
             conn.close()
 
-    def _receive[T](self, conn: Connection, timeout_s: float, expected: type[T]) -> T:
+    def _receive(self, conn: Connection, timeout_s: float, expected: type[T]) -> T:
         if not conn.poll(timeout_s):
             raise FleetError(f"a worker did not answer within {timeout_s:.0f}s")
         try:

@@ -8,6 +8,7 @@ is one caller's call: at most one in flight per process, as the fleet guarantees
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import traceback
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from breaker_client import BreakerClient, CircuitOpenError, ClientError, RetryPolicy
+from tests.fixtures.dependency import CALLER_HEADER
 from tests.fleet.protocol import Crashed, Exit, Ready, Run, RunResult, WorkerSpec
 
 if TYPE_CHECKING:
@@ -27,11 +29,11 @@ __all__ = ["CountingTransport", "Outcomes", "worker_main"]
 BARRIER_TIMEOUT_S = 30.0
 
 
-def worker_main(conn: Connection, barrier: Barrier, stop: Event, spec: WorkerSpec) -> None:
-    """The process's entry point."""
+def worker_main(conn: Connection, barrier: Barrier, stop: Event, spec: WorkerSpec, index: int) -> None:
+    """The process's entry point; worker `index` starts on service URL `index % len(service_urls)`."""
     try:
         if spec.kind == "client":
-            asyncio.run(_serve(conn, barrier, stop, spec))
+            asyncio.run(_serve(conn, barrier, stop, spec, index))
         else:
             from tests.fleet.baselines import serve_baseline
 
@@ -92,10 +94,12 @@ class Outcomes:
         return not self.stopped_by
 
 
-async def _serve(conn: Connection, barrier: Barrier, stop: Event, spec: WorkerSpec) -> None:
+async def _serve(conn: Connection, barrier: Barrier, stop: Event, spec: WorkerSpec, index: int) -> None:
     counting = CountingTransport()
+    urls = list(spec.service_urls)
+    shift = index % len(urls) if urls else 0
     client = BreakerClient(
-        list(spec.service_urls),
+        urls[shift:] + urls[:shift],
         token=spec.token,
         transport=counting,
         timeout_s=spec.timeout_s,
@@ -104,10 +108,8 @@ async def _serve(conn: Connection, barrier: Barrier, stop: Event, spec: WorkerSp
         flush_interval_s=spec.flush_interval_s,
     )
     async with client, httpx.AsyncClient(timeout=spec.timeout_s) as http:
-        try:
+        with contextlib.suppress(TimeoutError):  # the service may be down on purpose; `Ready.live` says so
             await client.wait_for(lambda c: c.live, timeout_s=spec.ready_timeout_s)
-        except TimeoutError:
-            pass  # the service may be down on purpose; `Ready.live` says so
         conn.send(Ready(os.getpid(), client.live))
         while True:
             command = await asyncio.to_thread(conn.recv)
@@ -115,11 +117,11 @@ async def _serve(conn: Connection, barrier: Barrier, stop: Event, spec: WorkerSp
                 return
             assert isinstance(command, Run), command
             await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT_S)
-            conn.send(await _run(client, http, counting, stop, command))
+            conn.send(await _run(client, http, counting, stop, command, caller=str(index)))
 
 
 async def _run(
-    client: BreakerClient, http: httpx.AsyncClient, counting: CountingTransport, stop: Event, run: Run
+    client: BreakerClient, http: httpx.AsyncClient, counting: CountingTransport, stop: Event, run: Run, *, caller: str
 ) -> RunResult:
     counting.reset()
     breaker = client.breaker(
@@ -130,7 +132,7 @@ async def _run(
     )
 
     async def call() -> str:
-        response = await http.get(run.url)
+        response = await http.get(run.url, headers={CALLER_HEADER: caller})
         response.raise_for_status()
         return response.text
 

@@ -1,0 +1,103 @@
+"""`breakerctl`'s command line. Argument types check values up front: argparse turns their `ArgumentTypeError`
+into a usage error (exit 2) before anything is sent to the service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Final
+
+import httpx
+
+from breaker_client._models import MAX_SECONDS, NAME_PATTERN, is_valid_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["DEFAULT_URL", "HISTORY_MAX", "build_parser"]
+
+DEFAULT_URL: Final = "http://127.0.0.1:8080"
+HISTORY_MAX: Final = 1000
+"""The service's largest `?limit=` of history, and the length of the history it keeps."""
+REASON_MAX: Final = 500
+
+
+def _breaker_name(value: str) -> str:
+    if not is_valid_name(value):
+        raise argparse.ArgumentTypeError(f"invalid breaker name {value!r}: names match {NAME_PATTERN}")
+    return value
+
+
+def _url(value: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise argparse.ArgumentTypeError(f"invalid URL {value!r}: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"invalid URL {value!r}: expected http(s)://host[:port]")
+    return value.rstrip("/")
+
+
+def _reason(value: str) -> str:
+    if not value.strip() or len(value) > REASON_MAX:
+        raise argparse.ArgumentTypeError(f"a reason is 1 to {REASON_MAX} characters, not blank")
+    return value
+
+
+def _ttl(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_SECONDS:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"invalid TTL {value!r}: seconds, above 0 and at most {MAX_SECONDS:g}")
+    return seconds
+
+
+def _count(high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or not 1 <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"invalid number {value!r}: from 1 to {high}")
+        return int(value)
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; `--url` and `--token` default to the environment as it is now."""
+    parser = argparse.ArgumentParser(
+        prog="breakerctl",
+        description="Read and operate the shared circuit breakers.",
+        epilog="exit codes: 0 ok, 1 service error (ORC code on stderr), 2 usage, 3 service unreachable, 130 Ctrl-C "
+        "(0 for watch)",
+    )
+    default_url = os.environ.get("BREAKER_URL") or DEFAULT_URL
+    parser.add_argument("--url", type=_url, default=default_url, help=f"service URL (env BREAKER_URL; {DEFAULT_URL})")
+    token = os.environ.get("BREAKER_TOKEN") or None
+    parser.add_argument("--token", default=token, help="bearer token (env BREAKER_TOKEN)")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the service's JSON instead of a table")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, *, named: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[output], help=summary, description=summary)
+        if named:
+            sub.add_argument("name", type=_breaker_name, metavar="NAME", help="breaker name")
+        return sub
+
+    command("list", "every breaker: state (the forced one while forced), forced, generation, failures", named=False)
+    command("show", "one breaker in full")
+    history = command("history", "a breaker's transitions, newest first")
+    history.add_argument("--limit", type=_count(HISTORY_MAX), metavar="N", help="at most N (service default 100)")
+    for action, state in (("force-open", "OPEN"), ("force-close", "CLOSED")):
+        force = command(action, f"hold a breaker {state} until reset, or for --ttl seconds (admin)")
+        force.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail")
+        force.add_argument("--ttl", type=_ttl, metavar="S", help="lift the force after S seconds")
+    reset = command("reset", "back to a fresh CLOSED: counts cleared, force lifted (admin)")
+    reset.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail")
+    watch = command("watch", "print each state change as it happens, until Ctrl-C", named=False)
+    watch.add_argument("--count", type=_count(sys.maxsize), metavar="N", help="stop after N state changes")
+    audit = command("audit", "admin actions (config, force, reset) on every breaker, newest first", named=False)
+    audit.add_argument("--limit", type=_count(sys.maxsize), default=50, metavar="N", help="at most N (default 50)")
+    return parser
