@@ -436,16 +436,30 @@ async def test_failures_count_by_their_count_and_open_at_the_threshold(kit: Stor
     assert history[0].generation == 2
 
 
-async def test_a_success_resets_the_consecutive_failures(store: BreakerStore) -> None:
+async def test_a_leased_success_resets_the_consecutive_failures(store: BreakerStore) -> None:
     await configured(store, "svc", BASE)
     await store.record("svc", failure(2))
+    lease = await store.acquire("svc")
 
-    reset = await store.record("svc", success())
+    reset = await store.record("svc", success(permit=lease.permit, generation=lease.generation))
     again = await store.record("svc", failure(2))
 
     assert reset.consecutive_failures == 0
     assert (again.state, again.consecutive_failures) == (State.CLOSED, 2)
     assert (again.counts.success, again.counts.failure) == (1, 4)
+
+
+async def test_a_late_success_batch_does_not_end_a_failure_streak(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+    await store.record("svc", success())
+    await store.record("svc", failure(2))
+
+    late = await store.record("svc", success(count=40))
+    tripped_snapshot = await store.record("svc", failure())
+
+    assert late.consecutive_failures == 2
+    assert tripped_snapshot.state is State.OPEN
+    assert tripped_snapshot.counts.success == 41
 
 
 async def test_closed_without_failures_allows_without_a_permit_once_a_success_proved_it(store: BreakerStore) -> None:
@@ -1000,7 +1014,8 @@ async def test_an_events_consumer_gets_failures_and_state_events(store: BreakerS
     async with subscribed(store) as queue:
         await store.record("svc", failure())
         started = await next_event_for(queue, "svc")
-        await store.record("svc", success())
+        lease = await store.acquire("svc")
+        await store.record("svc", success(permit=lease.permit))
         cleared = await next_event_for(queue, "svc")
         await store.record("svc", failure(BASE.failure_threshold))
         tripped_event = await next_event_for(queue, "svc")

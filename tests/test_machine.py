@@ -113,16 +113,37 @@ def test_failures_add_their_count_to_the_consecutive_failures() -> None:
     assert machine.failure == 2
 
 
-def test_success_resets_the_consecutive_failures() -> None:
+def test_a_leased_success_resets_the_consecutive_failures() -> None:
     machine = new_machine()
     machine.record(failure(2), T0)
+    lease, _ = machine.acquire(T0)
 
-    machine.record(success(), T0)
+    machine.record(success(permit=lease.permit), T0)
     machine.record(failure(2), T0)
 
     assert machine.state is State.CLOSED
     assert machine.consecutive_failures == 2
     assert (machine.success, machine.failure) == (1, 4)
+
+
+def test_a_success_without_a_lease_does_not_end_a_failure_streak() -> None:
+    machine = new_machine()
+    machine.record(failure(2), T0)
+
+    machine.record(success(count=50), T0)
+    machine.record(failure(), T0)
+
+    assert machine.state is State.OPEN
+    assert (machine.success, machine.failure) == (50, 3)
+
+
+def test_a_success_without_a_lease_resets_nothing_but_proves_the_breaker() -> None:
+    machine = new_machine()
+    machine.record(success(), T0)
+
+    decision, _ = machine.acquire(T0)
+
+    assert (decision.allowed, decision.permit) == (True, None)
 
 
 def test_reaching_the_failure_threshold_opens_once_and_bumps_generation() -> None:
@@ -164,7 +185,8 @@ def test_failure_signal_is_emitted_when_failures_start_and_when_they_clear() -> 
 
     first = machine.record(failure(), T0)
     second = machine.record(failure(), T0)
-    cleared = machine.record(success(), T0)
+    lease, _ = machine.acquire(T0)
+    cleared = machine.record(success(permit=lease.permit), T0)
     quiet = machine.record(success(), T0)
 
     assert signals(first) == [FailureSignal(name="svc", consecutive_failures=1, generation=1)]

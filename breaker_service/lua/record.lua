@@ -58,13 +58,15 @@ local function record_probe()
   end
 end
 
-local function record_closed()
+local function record_closed(had_permit)
   local was_failing = S.consecutive_failures > 0
   if failed then
     S.consecutive_failures = S.consecutive_failures + count
   else
-    S.consecutive_failures = 0
     S.proven = 1
+    -- While failures accumulate only a leased success ends the streak: one without a lease may have been
+    -- admitted before the streak began (a late batch from a client on its fast path) and says nothing new.
+    if had_permit or not was_failing then S.consecutive_failures = 0 end
   end
   local window = cfg.window_s and add_to_window()
   if S.consecutive_failures >= cfg.failure_threshold then
@@ -100,7 +102,7 @@ local function apply()
     if had_permit then record_probe() end
     return
   end
-  record_closed()
+  record_closed(had_permit)
 end
 
 if not load() then return false end

@@ -102,7 +102,7 @@ class BreakerMachine:
             if had_permit:
                 self._record_probe(failed, now_ms, events)
             return events
-        self._record_closed(outcome, failed, now_ms, events)
+        self._record_closed(outcome, failed, had_permit, now_ms, events)
         return events
 
     def force(self, mode: State, reason: str, ttl_s: float | None, actor: str | None, now_ms: int) -> list[Event]:
@@ -150,13 +150,18 @@ class BreakerMachine:
             self.open_streak = 0
             self._transition(State.CLOSED, "probes succeeded", None, now_ms, events)
 
-    def _record_closed(self, outcome: Outcome, failed: bool, now_ms: int, events: list[Event]) -> None:
+    def _record_closed(
+        self, outcome: Outcome, failed: bool, had_permit: bool, now_ms: int, events: list[Event]
+    ) -> None:
         was_failing = self.consecutive_failures > 0
         if failed:
             self.consecutive_failures += outcome.count
         else:
-            self.consecutive_failures = 0
             self.proven = True
+            # While failures accumulate only a leased success ends the streak: one without a lease may have been
+            # admitted before the streak began (a late batch from a client on its fast path) and says nothing new.
+            if had_permit or not was_failing:
+                self.consecutive_failures = 0
         self._add_to_window(outcome, failed, now_ms)
         if self.consecutive_failures >= self.config.failure_threshold:
             self._transition(State.OPEN, "failure threshold reached", None, now_ms, events)
