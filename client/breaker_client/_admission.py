@@ -78,6 +78,8 @@ class Admission:
         self._recheck_s = recheck_s
         self._budget_wait_s = budget_wait_s
         self._trusted: dict[str, Epoch] = {}
+        # name -> (views.version, ticket): a fast-path admission stays valid until the views or the trust change.
+        self._fast: dict[str, tuple[int, Ticket]] = {}
         self._degraded = False
         self._next_recheck = 0.0
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -104,6 +106,14 @@ class Admission:
 
     # -- admission ------------------------------------------------------------------------------------------------
 
+    def admit_fast(self, name: str) -> Ticket | None:
+        """The fast-path ticket when nothing has changed since the last fast admission of `name`, else None (then
+        `admit` decides). This is the whole admission cost of a call while all is well."""
+        cached = self._fast.get(name)
+        if cached is not None and cached[0] == self._views.version:
+            return cached[1]
+        return None
+
     async def admit(self, name: str) -> Ticket:
         """A ticket for one call, or `CircuitOpenError`."""
         views, now = self._views, self._views.now()
@@ -117,7 +127,10 @@ class Admission:
                 and view.healthy
                 and (view.forced is State.CLOSED or self._trusted.get(name) == views.epoch(name))
             ):
-                return self._ticket(name, Route.FAST, view.generation, None, view)
+                ticket = self._ticket(name, Route.FAST, view.generation, None, view)
+                if not self._degraded:
+                    self._fast[name] = (views.version, ticket)
+                return ticket
         if self._degraded:
             self._next_recheck = now + self._recheck_s  # one call probes the service, the others stay local
         try:
@@ -181,6 +194,11 @@ class Admission:
 
     # -- reporting ------------------------------------------------------------------------------------------------
 
+    def count_success(self, ticket: Ticket, duration_ms: float) -> None:
+        """A fast-path success: counted, and sent with the next batch."""
+        slow = ticket.slow_call_ms is not None and duration_ms >= ticket.slow_call_ms
+        self._batcher.add(ticket.name, ticket.generation, duration_ms, slow=slow)
+
     async def report(self, ticket: Ticket, *, failed: bool, duration_ms: float) -> None:
         """Report one call's outcome; never raises."""
         duration_ms = min(max(0.0, duration_ms), _MAX_DURATION_MS)
@@ -197,11 +215,10 @@ class Admission:
         if not failed:
             self._trust(ticket)
         if not failed and ticket.permit is None:
-            slow = ticket.slow_call_ms is not None and duration_ms >= ticket.slow_call_ms
-            self._batcher.add(ticket.name, ticket.generation, duration_ms, slow=slow)
+            self.count_success(ticket, duration_ms)
             return
         if failed:
-            self._trusted.pop(ticket.name, None)
+            self._distrust(ticket.name)
             # Successes counted before this failure go first: sent after it, they would reset its count.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._report_timeout_s):
@@ -250,8 +267,12 @@ class Admission:
         """The event stream delivered its snapshot: the service is back, shared state rules again."""
         self._set_degraded(False)
 
-    def _forget(self, name: str) -> None:
+    def _distrust(self, name: str) -> None:
         self._trusted.pop(name, None)
+        self._fast.pop(name, None)
+
+    def _forget(self, name: str) -> None:
+        self._distrust(name)
         self._views.remove(name)
 
     def _on_service_error(self, exc: ClientError) -> None:
@@ -267,6 +288,7 @@ class Admission:
             return
         self._degraded = degraded
         self._trusted.clear()
+        self._fast.clear()
         if degraded:
             _log.warning("breaker.degraded", reason=reason, base_url=self._connection.base_url)
         else:

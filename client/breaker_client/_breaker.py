@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import time
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, cast
 
 import structlog
 
+from breaker_client._admission import Route
 from breaker_client._correlation import CorrelationScope, correlation_id
 from breaker_client._errors import CircuitOpenError
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from breaker_client._admission import Admission, Ticket
+    from breaker_client._deadlines import Deadlines
     from breaker_client._failure import FailurePolicy
     from breaker_client._retry import RetryPolicy
 
@@ -57,8 +58,10 @@ class Breaker:
         retry: RetryPolicy,
         fallback: object,
         failure: FailurePolicy,
+        deadlines: Deadlines,
     ) -> None:
         self._admission = admission
+        self._deadlines = deadlines
         self._name = name
         self._retry = retry
         self._fallback = fallback
@@ -90,7 +93,7 @@ class Breaker:
 
     async def __aenter__(self) -> Breaker:
         """Admit one call (no retry, no fallback: a block cannot be run twice), or raise `CircuitOpenError`."""
-        ticket = await self._admission.admit(self._name)
+        ticket = self._admission.admit_fast(self._name) or await self._admission.admit(self._name)
         _ENTERED.set((*_ENTERED.get(), (self, ticket, time.perf_counter())))
         return self
 
@@ -108,7 +111,7 @@ class Breaker:
     async def _run(self, call: Callable[[], Awaitable[T]], fallback: object) -> T:
         with CorrelationScope():
             try:
-                return await self._retry.run(lambda: self._attempt(call), breaker=self._name)
+                return await self._retry.run(self._attempt, call, breaker=self._name)
             except Exception as exc:
                 if fallback is NO_FALLBACK or not (isinstance(exc, CircuitOpenError) or self._failure.is_failure(exc)):
                     raise
@@ -116,18 +119,21 @@ class Breaker:
                 return cast("T", await _fallback_value(fallback, exc))
 
     async def _attempt(self, call: Callable[[], Awaitable[T]]) -> T:
-        ticket = await self._admission.admit(self._name)
+        admission = self._admission
+        ticket = admission.admit_fast(self._name) or await admission.admit(self._name)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._retry.timeout_s):
+            with self._deadlines.limit(self._retry.timeout_s):
                 result = await call()
         except Exception as exc:
             # A cancelled call reports nothing: its permit, if any, expires on the service.
-            await self._admission.report(ticket, failed=self._failure.is_failure(exc), duration_ms=_ms_since(started))
+            await admission.report(ticket, failed=self._failure.is_failure(exc), duration_ms=_ms_since(started))
             raise
-        await self._admission.report(
-            ticket, failed=self._failure.is_failed_result(result), duration_ms=_ms_since(started)
-        )
+        failed = self._failure.is_failed_result(result)
+        if ticket.route is Route.FAST and not failed:
+            admission.count_success(ticket, _ms_since(started))
+        else:
+            await admission.report(ticket, failed=failed, duration_ms=_ms_since(started))
         return result
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from breaker_client._admission import Admission
 from breaker_client._breaker import NO_FALLBACK, Breaker
+from breaker_client._deadlines import Deadlines
 from breaker_client._events import EventStream
 from breaker_client._failure import FailurePolicy
 from breaker_client._models import BreakerConfig, is_valid_name
@@ -61,6 +62,7 @@ class BreakerClient:
         bases = [base_url] if isinstance(base_url, str) else list(base_url)
         self._connection = ServiceConnection(bases, token=token, transport=transport, timeout_s=timeout_s)
         self._views = Views(clock)
+        self._deadlines = Deadlines()
         self._admission = Admission(
             self._connection,
             self._views,
@@ -128,7 +130,12 @@ class BreakerClient:
         if not is_valid_name(name):
             raise ValueError(f"invalid breaker name {name!r}")
         return Breaker(
-            self._admission, name, retry=retry or RetryPolicy(), fallback=fallback, failure=failure or FailurePolicy()
+            self._admission,
+            name,
+            retry=retry or RetryPolicy(),
+            fallback=fallback,
+            failure=failure or FailurePolicy(),
+            deadlines=self._deadlines,
         )
 
     @property

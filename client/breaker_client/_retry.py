@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["RetryPolicy", "is_retryable_exception", "is_retryable_status", "parse_retry_after", "retry_after_of"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 _log = structlog.get_logger("breaker_client")
 
@@ -159,14 +160,14 @@ class RetryPolicy:
         retry_after = retry_after_of(exc)
         return retry_after is None or retry_after <= self.max_s
 
-    async def run(self, attempt: Callable[[], Awaitable[T]], *, breaker: str) -> T:
-        """Run `attempt` until it succeeds, fails for good or runs out of attempts."""
+    async def run(self, attempt: Callable[[A], Awaitable[T]], argument: A, *, breaker: str) -> T:
+        """Run `attempt(argument)` until it succeeds, fails for good or runs out of attempts."""
         # The first attempt runs bare: most calls succeed at once, and a tenacity controller costs ~30 us a call.
         # Only an outcome worth retrying goes on to tenacity, replayed to it as attempt 1, so its waits, logs and
         # last-outcome rule are the same as if tenacity had run it.
         first: T | None = None
         try:
-            first = await attempt()
+            first = await attempt(argument)
         except Exception as exc:
             if self.attempts == 1 or not self._is_retryable_exception(exc):
                 raise
@@ -180,7 +181,7 @@ class RetryPolicy:
         async def again() -> T:
             nonlocal replayed
             if replayed:
-                return await attempt()
+                return await attempt(argument)
             replayed = True
             if failure is not None:
                 raise failure

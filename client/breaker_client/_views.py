@@ -79,6 +79,8 @@ class Views:
         self._global_epoch = 0
         self._live = False
         self._changed = asyncio.Event()
+        self.version = 0
+        """Moves on every change: what was decided from the views stays valid while it stands still."""
 
     @property
     def live(self) -> bool:
@@ -211,5 +213,6 @@ class Views:
         self._epochs[name] = self._epochs.get(name, 0) + 1
 
     def _notify(self) -> None:
+        self.version += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

@@ -45,7 +45,7 @@ def retry_waits(logs: list[MutableMapping[str, Any]]) -> list[float]:
 
 
 async def run(policy: RetryPolicy, attempt: Callable[[], Any]) -> Any:
-    return await policy.run(attempt, breaker="dep")
+    return await policy.run(lambda _: attempt(), None, breaker="dep")
 
 
 async def test_5xx_is_retried_until_success() -> None:
