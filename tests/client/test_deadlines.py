@@ -16,9 +16,8 @@ async def never() -> None:
 async def test_a_block_past_its_deadline_raises_timeout_error() -> None:
     deadlines = Deadlines()
 
-    with pytest.raises(TimeoutError):
-        with deadlines.limit(0.01):
-            await never()
+    with pytest.raises(TimeoutError), deadlines.limit(0.01):
+        await never()
 
 
 async def test_a_block_that_finishes_in_time_is_left_alone() -> None:
@@ -27,9 +26,8 @@ async def test_a_block_that_finishes_in_time_is_left_alone() -> None:
     with deadlines.limit(30.0):
         await asyncio.sleep(0)
     # The slot's timer may still fire later: it must find nothing of this block to cancel.
-    with pytest.raises(TimeoutError):
-        with deadlines.limit(0.01):
-            await never()
+    with pytest.raises(TimeoutError), deadlines.limit(0.01):
+        await never()
 
 
 async def test_no_limit_sets_no_timer() -> None:
@@ -64,10 +62,8 @@ async def test_the_inner_of_two_nested_limits_that_expires_is_the_one_that_raise
     outer_timed_out = False
 
     try:
-        with deadlines.limit(30.0):
-            with pytest.raises(TimeoutError):
-                with deadlines.limit(0.01):
-                    await never()
+        with deadlines.limit(30.0), pytest.raises(TimeoutError), deadlines.limit(0.01):
+            await never()
     except TimeoutError:
         outer_timed_out = True
 
