@@ -79,7 +79,7 @@ local function record_closed(had_permit)
     return
   end
   if was_failing ~= (S.consecutive_failures > 0) then
-    -- Clients go strict while failures accumulate and relax when they stop (see the client docs).
+    -- Clients go strict while failures accumulate and relax when they stop (README, "The client").
     redis.call('PUBLISH', CHANNEL, cjson.encode({kind = 'failures', data = {
       name = NAME, consecutive_failures = S.consecutive_failures, generation = S.generation,
     }}))

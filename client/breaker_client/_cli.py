@@ -1,0 +1,297 @@
+"""`breakerctl`: read and operate the shared circuit breakers from a shell.
+
+    breakerctl [--url URL] [--token TOKEN] COMMAND ... [--json]
+
+Exit codes: 0 done; 1 the service answered an error (its ORC code and message go to stderr); 2 a usage error, a
+bad breaker name included (nothing is sent); 3 the service could not be reached; 130 interrupted (Ctrl-C ends
+`watch` with 0, since that is how it is meant to stop); 141 the reader of the output went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import sys
+import uuid
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Final, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from breaker_client import _cli_render as render
+from breaker_client._cli_args import HISTORY_MAX, build_parser
+from breaker_client._correlation import CORRELATION_HEADER
+from breaker_client._errors import NotFoundError, ServiceError, TransportError, error_from_response
+from breaker_client._events import SSEParser
+from breaker_client._models import (
+    JSON_ENCODER,
+    BreakerList,
+    ForceRequest,
+    History,
+    ResetRequest,
+    Snapshot,
+    Transition,
+)
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+
+__all__ = ["Exit", "main", "run"]
+
+T = TypeVar("T")
+
+TIMEOUT_S: Final = 10.0
+AUDIT_CONCURRENCY: Final = 8
+
+_LIST: Final = msgspec.json.Decoder(BreakerList)
+_SNAPSHOT: Final = msgspec.json.Decoder(Snapshot)
+_HISTORY: Final = msgspec.json.Decoder(History)
+_TRANSITION: Final = msgspec.json.Decoder(Transition)
+
+
+class Exit(enum.IntEnum):
+    """The process's exit codes."""
+
+    OK = 0
+    SERVICE_ERROR = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    INTERRUPTED = 130
+    BROKEN_PIPE = 141
+    """The reader of our output went away (`breakerctl watch | head -1`), as a process killed by SIGPIPE."""
+
+
+class _Service:
+    """The requests the CLI makes: transport failures become `TransportError`, error answers `ServiceError`s."""
+
+    def __init__(self, url: str, token: str | None, transport: httpx.AsyncBaseTransport | None) -> None:
+        headers = {CORRELATION_HEADER: uuid.uuid4().hex}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=TIMEOUT_S, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get(self, path: str, decoder: msgspec.json.Decoder[T], **params: int) -> tuple[T, bytes]:
+        """The answer decoded, and as it came (for `--json`)."""
+        answer = await self._send(self._http.build_request("GET", path, params=params))
+        return _decoded(decoder, answer), answer
+
+    async def post(self, path: str, body: msgspec.Struct, decoder: msgspec.json.Decoder[T]) -> tuple[T, bytes]:
+        request = self._http.build_request(
+            "POST", path, content=JSON_ENCODER.encode(body), headers={"Content-Type": "application/json"}
+        )
+        answer = await self._send(request)
+        return _decoded(decoder, answer), answer
+
+    @asynccontextmanager
+    async def lines(self, path: str) -> AsyncIterator[AsyncIterator[str]]:
+        """A streamed answer's lines; no read timeout, since an event stream may stay quiet for long."""
+        request = self._http.build_request(
+            "GET", path, headers={"Accept": "text/event-stream"}, timeout=httpx.Timeout(TIMEOUT_S, read=None)
+        )
+        with _translated():
+            response = await self._http.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                with _translated():
+                    body = await response.aread()
+                raise error_from_response(response.status_code, body)
+            yield self._iter_lines(response)
+        finally:
+            await response.aclose()
+
+    async def _iter_lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        with _translated():
+            async for line in response.aiter_lines():
+                yield line
+
+    async def _send(self, request: httpx.Request) -> bytes:
+        with _translated():
+            response = await self._http.send(request)
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.content)
+        return response.content
+
+
+def _decoded(decoder: msgspec.json.Decoder[T], body: bytes | str) -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ServiceError(f"the answer is not the breaker API's: {exc}", status=200) from exc
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+
+
+def _path(name: str, action: str = "") -> str:
+    return f"/breakers/{quote(name, safe='')}{action}"
+
+
+def _emit(args: argparse.Namespace, raw: bytes, human: str, *, empty: str = "") -> None:
+    if args.json:
+        print(raw.decode())
+    elif human:
+        print(human)
+    elif empty:
+        print(empty, file=sys.stderr)
+
+
+async def _list(service: _Service, args: argparse.Namespace) -> None:
+    listing, raw = await service.get("/breakers", _LIST)
+    _emit(args, raw, render.snapshots_table(listing.breakers) if listing.breakers else "", empty="no breakers")
+
+
+async def _show(service: _Service, args: argparse.Namespace) -> None:
+    snapshot, raw = await service.get(_path(args.name), _SNAPSHOT)
+    _emit(args, raw, render.show_snapshot(snapshot))
+
+
+async def _history(service: _Service, args: argparse.Namespace) -> None:
+    params = {} if args.limit is None else {"limit": args.limit}
+    history, raw = await service.get(_path(args.name, "/history"), _HISTORY, **params)
+    transitions = history.transitions
+    _emit(args, raw, render.history_table(transitions) if transitions else "", empty="no transitions")
+
+
+async def _force(service: _Service, args: argparse.Namespace) -> None:
+    body = ForceRequest(reason=args.reason, ttl_s=args.ttl)
+    snapshot, raw = await service.post(_path(args.name, f"/{args.command}"), body, _SNAPSHOT)
+    _emit(args, raw, render.snapshots_table([snapshot]))
+
+
+async def _reset(service: _Service, args: argparse.Namespace) -> None:
+    snapshot, raw = await service.post(_path(args.name, "/reset"), ResetRequest(reason=args.reason), _SNAPSHOT)
+    _emit(args, raw, render.snapshots_table([snapshot]))
+
+
+async def _audit(service: _Service, args: argparse.Namespace) -> None:
+    """v1 has no audit route: every breaker's history, kept where an admin token acted, newest first."""
+    listing, _ = await service.get("/breakers", _LIST)
+    gate = asyncio.Semaphore(AUDIT_CONCURRENCY)
+
+    async def admin_actions(name: str) -> list[Transition]:
+        async with gate:
+            try:
+                history, _ = await service.get(_path(name, "/history"), _HISTORY, limit=HISTORY_MAX)
+            except NotFoundError:  # deleted since the listing
+                return []
+        return [t for t in history.transitions if t.actor is not None]
+
+    # return_exceptions: every request finishes before the first error is raised, so none outlives the client.
+    results = await asyncio.gather(*(admin_actions(s.name) for s in listing.breakers), return_exceptions=True)
+    actions: list[Transition] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        actions.extend(result)
+    actions.sort(key=lambda t: t.at, reverse=True)
+    actions = actions[: args.limit]
+    raw = JSON_ENCODER.encode(History(transitions=actions))
+    _emit(args, raw, render.history_table(actions, with_name=True) if actions else "", empty="no admin actions")
+
+
+async def _watch(service: _Service, args: argparse.Namespace) -> None:
+    seen = 0
+    async with service.lines("/events") as lines:
+        parser = SSEParser()
+        async for line in lines:
+            event = parser.feed(line)
+            if event is None:
+                continue
+            if event.event == "snapshot" and not args.json:
+                print(f"watching {args.url} for state changes (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            elif event.event == "error":
+                raise error_from_response(503, event.data.encode())
+            elif event.event == "state":
+                transition = _decoded(_TRANSITION, event.data)
+                print(event.data if args.json else render.transition_line(transition), flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return
+    raise TransportError("the service closed the event stream")
+
+
+COMMANDS: Final[dict[str, Callable[[_Service, argparse.Namespace], Awaitable[None]]]] = {
+    "list": _list,
+    "show": _show,
+    "history": _history,
+    "force-open": _force,
+    "force-close": _force,
+    "reset": _reset,
+    "audit": _audit,
+    "watch": _watch,
+}
+
+
+async def _execute(args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None) -> int:
+    service = _Service(args.url, args.token, transport)
+    try:
+        await COMMANDS[args.command](service, args)
+    except TransportError as exc:
+        _complain(f"connection to the breaker service at {args.url} failed: {exc}")
+        return Exit.UNREACHABLE
+    except ServiceError as exc:
+        _complain(_describe(exc))
+        return Exit.SERVICE_ERROR
+    finally:
+        await service.aclose()
+    return Exit.OK
+
+
+def _describe(exc: ServiceError) -> str:
+    status = f"HTTP {exc.status}"
+    text = f"{exc.error_code} ({status}): {exc.message}" if exc.error_code else f"{status}: {exc.message}"
+    if exc.details is not None:
+        text += f" (details: {JSON_ENCODER.encode(exc.details).decode()})"
+    if exc.correlation_id:
+        text += f" [correlation id {exc.correlation_id}]"
+    return text
+
+
+def _complain(message: str) -> None:
+    print(f"breakerctl: {message}", file=sys.stderr)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the help (0) or the usage error (2)
+        return exc.code if isinstance(exc.code, int) else Exit.USAGE
+
+
+async def run(argv: Sequence[str] | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> int:
+    """`breakerctl` in a running event loop; returns the exit code. `transport` is httpx's (tests record with it)."""
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
+    return await _execute(args, transport)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `breakerctl` console script; returns the exit code."""
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
+    try:
+        return asyncio.run(_execute(args, None))
+    except KeyboardInterrupt:
+        return Exit.OK if args.command == "watch" else Exit.INTERRUPTED
+    except BrokenPipeError:
+        # Python flushes stdout again at exit and would complain about the closed pipe; point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.BROKEN_PIPE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
