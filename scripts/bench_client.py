@@ -313,17 +313,12 @@ def run_fleets(service_urls: tuple[str, ...], redis_url: str, options: Options) 
 @contextlib.contextmanager
 def backend(directory: Path) -> Iterator[tuple[str, tuple[str, ...]]]:
     """A redis-server and two service replicas on it: (redis URL, service URLs)."""
-    server = RedisServer(directory / "redis")
-    server.start()
-    replicas = [ServiceProcess(directory / f"service-{i}", service_env(server.url)) for i in range(2)]
-    try:
-        for replica in replicas:
-            replica.start()
-        yield server.url, tuple(replica.url for replica in replicas)
-    finally:
-        for replica in replicas:
-            replica.stop()
-        server.stop()
+    with RedisServer(directory / "redis") as server, contextlib.ExitStack() as replicas:
+        urls = tuple(
+            replicas.enter_context(ServiceProcess(directory / f"service-{i}", service_env(server.url))).url
+            for i in range(2)
+        )
+        yield server.url, urls
 
 
 def main() -> None:

@@ -13,14 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import os
 import platform
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,23 +23,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
-import httpx
-import redis.asyncio
+REPO_ROOT: Final = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # the redis-server and service processes are the tests' (tests/fixtures/)
 
-from breaker_client._models import BreakerConfig
-from breaker_service.store.base import EVENTS_CHANNEL
-from breaker_service.store.keys import breaker_keys
-from breaker_service.store.scripts import SOURCES, BreakerScripts
+import redis.asyncio  # noqa: E402
+
+from breaker_client._models import BreakerConfig  # noqa: E402
+from breaker_service.store.base import EVENTS_CHANNEL  # noqa: E402
+from breaker_service.store.keys import breaker_keys  # noqa: E402
+from breaker_service.store.scripts import SOURCES, BreakerScripts  # noqa: E402
+from tests.fixtures.process import HOST  # noqa: E402
+from tests.fixtures.redis_server import RedisServer  # noqa: E402
+from tests.fixtures.service import ServiceProcess, deployed_env  # noqa: E402
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
-HOST: Final = "127.0.0.1"
 CONCURRENCY: Final = (1, 16, 64)
-START_TIMEOUT_S: Final = 30.0
-STOP_TIMEOUT_S: Final = 10.0
 WARMUP_OPS: Final = 200
-REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 
 Operation: TypeAlias = "Callable[[], Awaitable[None]]"
 
@@ -64,92 +61,6 @@ class Result:
     @property
     def ops_per_s(self) -> float:
         return self.ops / self.seconds
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    """Poll `ready` until it holds; fail with the process's log if it exits or the deadline passes."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not ready():
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-            raise RuntimeError(f"{what} did not start (exit code {process.poll()}):\n{tail}")
-        time.sleep(0.02)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-
-
-@contextlib.contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port, without persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (e.g. `apt-get install redis-server`)")
-    port = free_port()
-    log = directory / "redis.log"
-    command = [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen([*command, "--dir", str(directory), "--logfile", str(log)], stdout=subprocess.DEVNULL)
-    try:
-        url = f"redis://{HOST}:{port}/0"
-        wait_for(lambda: _pings(port), process, "redis-server", log)
-        yield url
-    finally:
-        stop(process)
-
-
-def _pings(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def service(directory: Path, redis_url: str | None) -> Iterator[int]:
-    """`python -m breaker_service` on a free loopback port; yields the port.
-
-    Default settings: client routes are open (no client tokens) and every request writes its JSON log line (to a
-    file), as in production.
-    """
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BREAKER_", "REDIS_"))}
-    env |= {"BREAKER_HOST": HOST, "BREAKER_PORT": str(port)}
-    if redis_url is not None:
-        env["REDIS_URL"] = redis_url
-    log = directory / f"service-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "breaker_service"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://{HOST}:{port}"
-    try:
-        wait_for(lambda: _answers_health(url), process, f"the service ({redis_url or 'memory'})", log)
-        yield port
-    finally:
-        stop(process)
-
-
-def _answers_health(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def measure(operations: Sequence[Operation], *, max_ops: int, seconds: float) -> tuple[int, float, list[int]]:
@@ -286,12 +197,13 @@ def report(results: list[Result], *, max_ops: int, seconds: float) -> str:
 async def run(max_ops: int, seconds: float) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         directory = Path(tmp)
-        with redis_server(directory) as redis_url:
-            results = await bench_evalsha(redis_url, max_ops=max_ops, seconds=seconds)
-            with service(directory, redis_url) as port:
-                results += await bench_http("service+redis", port, max_ops=max_ops, seconds=seconds)
-            with service(directory, None) as port:
-                results += await bench_http("service+memory", port, max_ops=max_ops, seconds=seconds)
+        with RedisServer(directory / "redis") as server:
+            results = await bench_evalsha(server.url, max_ops=max_ops, seconds=seconds)
+            # Default settings, as deployed: client routes open (no tokens), a JSON log line per request.
+            with ServiceProcess(directory / "service-redis", deployed_env(server.url)) as service:
+                results += await bench_http("service+redis", service.port, max_ops=max_ops, seconds=seconds)
+            with ServiceProcess(directory / "service-memory", deployed_env(None)) as service:
+                results += await bench_http("service+memory", service.port, max_ops=max_ops, seconds=seconds)
         return results
 
 

@@ -9,21 +9,19 @@ test must watch one call closely, a `BreakerClient` in this process. Waits are b
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import pytest
 
-from breaker_client import BreakerClient, CircuitOpenError, RetryPolicy, State
+from breaker_client import BreakerClient, CircuitOpenError, State
+from tests.client._calls import NO_RETRY, DependencyDown
 from tests.fixtures.dependency import Dependency, Mode, running_dependency
 from tests.fixtures.service import ADMIN_HEADERS, CLIENT_TOKEN
 from tests.fleet.fleet import Fleet
 from tests.fleet.protocol import Run, RunResult, WorkerSpec
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import AsyncIterator, Iterator
 
     from tests.fixtures.service import ServiceFactory, ServiceProcess
@@ -32,11 +30,6 @@ SIZE: Final = 3
 THRESHOLD: Final = 3
 """Not the default (5): a local breaker that trips at 3 was seeded from the shared breaker's config."""
 WAIT_TIMEOUT_S: Final = 20.0
-NO_RETRY: Final = RetryPolicy(attempts=1)
-
-
-class DependencyDown(Exception):
-    pass
 
 
 @pytest.fixture
@@ -51,12 +44,9 @@ def service(service_factory: ServiceFactory, redis_url: str) -> ServiceProcess:
 
 
 def kill(service: ServiceProcess) -> None:
-    """SIGKILL the replica, as a crash would, and reap it; `service.start()` brings it back on the same port."""
-    process: subprocess.Popen[bytes] | None = service._process
-    assert process is not None
-    assert process.poll() is None
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
+    """SIGKILL the running replica, as a crash would; `service.start()` brings it back on the same port."""
+    assert service.running
+    service.kill()
 
 
 def admin(service: ServiceProcess, method: str, path: str, body: Any = None) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from breaker_client._models import (
     BreakerConfig,
     Decision,
     FailureSignal,
-    Outcome,
     Snapshot,
     State,
     Transition,
@@ -31,6 +30,7 @@ from breaker_client._models import (
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.store.base import BreakerStore, ConfigResolver, Deleted, StoreEvent
 from breaker_service.store.memory_store import MemoryStore
+from tests._outcomes import AUTOMATIC_REASONS, failure, success
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -53,14 +53,6 @@ BASE: Final = BreakerConfig(
 )
 SHORT_OPEN: Final = msgspec.structs.replace(BASE, open_timeout_s=0.05)
 RESOLVED: Final = msgspec.structs.replace(BASE, failure_threshold=7, open_timeout_s=12.0)
-AUTOMATIC_REASONS: Final = {
-    "failure threshold reached": (State.CLOSED, State.OPEN),
-    "failure rate exceeded": (State.CLOSED, State.OPEN),
-    "slow call rate exceeded": (State.CLOSED, State.OPEN),
-    "open timeout elapsed": (State.OPEN, State.HALF_OPEN),
-    "probe failed": (State.HALF_OPEN, State.OPEN),
-    "probes succeeded": (State.HALF_OPEN, State.CLOSED),
-}
 
 
 # -- time per store ---------------------------------------------------------------------------------------------
@@ -198,16 +190,6 @@ async def store(kit: StoreKit) -> BreakerStore:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-
-
-def failure(count: int = 1, *, permit: str | None = None, generation: int | None = None) -> Outcome:
-    return Outcome(outcome="failure", count=count, permit=permit, generation=generation)
-
-
-def success(
-    count: int = 1, *, permit: str | None = None, generation: int | None = None, duration_ms: float | None = None
-) -> Outcome:
-    return Outcome(outcome="success", count=count, permit=permit, generation=generation, duration_ms=duration_ms)
 
 
 def assert_automatic_transitions_legal(history: list[Transition]) -> None:

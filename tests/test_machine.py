@@ -9,6 +9,7 @@ import pytest
 
 from breaker_client._machine import BreakerMachine, Event
 from breaker_client._models import TRANSITIONS, BreakerConfig, FailureSignal, Outcome, State, Transition
+from tests._outcomes import AUTOMATIC_REASONS, failure, success
 
 T0: Final = 1_700_000_000_000
 BASE: Final = BreakerConfig(
@@ -18,30 +19,10 @@ BASE: Final = BreakerConfig(
     half_open_max_calls=2,
     permit_ttl_s=5.0,
 )
-AUTOMATIC_REASONS: Final = {
-    "failure threshold reached": (State.CLOSED, State.OPEN),
-    "failure rate exceeded": (State.CLOSED, State.OPEN),
-    "slow call rate exceeded": (State.CLOSED, State.OPEN),
-    "open timeout elapsed": (State.OPEN, State.HALF_OPEN),
-    "probe failed": (State.HALF_OPEN, State.OPEN),
-    "probes succeeded": (State.HALF_OPEN, State.CLOSED),
-}
 
 
 def new_machine(config: BreakerConfig = BASE) -> BreakerMachine:
     return BreakerMachine(name="svc", config=config)
-
-
-def failure(
-    count: int = 1, *, permit: str | None = None, generation: int | None = None, duration_ms: float | None = None
-) -> Outcome:
-    return Outcome(outcome="failure", count=count, permit=permit, generation=generation, duration_ms=duration_ms)
-
-
-def success(
-    count: int = 1, *, permit: str | None = None, generation: int | None = None, duration_ms: float | None = None
-) -> Outcome:
-    return Outcome(outcome="success", count=count, permit=permit, generation=generation, duration_ms=duration_ms)
 
 
 def transitions(events: list[Event]) -> list[Transition]:

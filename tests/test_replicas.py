@@ -13,28 +13,19 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import pytest
 
+from tests._waiting import wait_until
 from tests.fixtures.service import ADMIN_HEADERS, CLIENT_HEADERS
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator
 
     import redis.asyncio
 
     from tests.fixtures.redis_server import RedisServerFactory
     from tests.fixtures.service import ServiceFactory, ServiceProcess
 
-WAIT_TIMEOUT_S: Final = 20.0
 FAILURES: Final = 120
 ACQUIRES: Final = 24
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll an observable change, bounded."""
-    deadline = asyncio.get_running_loop().time() + WAIT_TIMEOUT_S
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {WAIT_TIMEOUT_S}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

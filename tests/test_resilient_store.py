@@ -15,9 +15,10 @@ from breaker_service.errors import StoreUnavailableError
 from breaker_service.store.base import EVENTS_CHANNEL, StoreEvent
 from breaker_service.store.redis_store import RedisStore
 from breaker_service.store.resilient import LOCAL_PERMIT_PREFIX, ResilientStore
+from tests._waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator
 
     from tests.fixtures.redis_server import RedisServer, RedisServerFactory
 
@@ -28,15 +29,6 @@ SPECIAL: Final = BreakerConfig(failure_threshold=2, open_timeout_s=30.0)
 
 def resolve(name: str) -> BreakerConfig:
     return SPECIAL if name.startswith("special") else BreakerConfig()
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll an observable change, bounded."""
-    deadline = asyncio.get_running_loop().time() + WAIT_TIMEOUT_S
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {WAIT_TIMEOUT_S}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def recovered(store: ResilientStore) -> None:

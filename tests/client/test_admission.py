@@ -8,24 +8,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from breaker_client import BreakerClient, CircuitOpenError, RetryPolicy, State
+from tests.client._calls import NO_RETRY, DependencyDown, down, ok
 
 if TYPE_CHECKING:
     from tests.client._harness import Exchange, FakeClock, RecordingTransport, ServiceHarness
     from tests.client.conftest import ClientFactory
-
-NO_RETRY = RetryPolicy(attempts=1)
-
-
-class DependencyDown(Exception):
-    pass
-
-
-async def ok() -> str:
-    return "ok"
-
-
-async def down() -> str:
-    raise DependencyDown("no answer")
 
 
 async def earn_fast_path(client: BreakerClient, name: str) -> None:

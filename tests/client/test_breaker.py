@@ -19,24 +19,13 @@ from breaker_client import (
     host_breaker_name,
     use_correlation_id,
 )
+from tests.client._calls import DependencyDown, down, ok
 
 if TYPE_CHECKING:
     from tests.client._harness import ServiceHarness
     from tests.client.conftest import ClientFactory
 
 FAST_RETRY = RetryPolicy(attempts=3, base_s=0, jitter=False)
-
-
-class DependencyDown(Exception):
-    pass
-
-
-async def ok() -> str:
-    return "ok"
-
-
-async def down() -> str:
-    raise DependencyDown("no answer")
 
 
 async def force_open(client: BreakerClient, service: ServiceHarness, name: str) -> None:

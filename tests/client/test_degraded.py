@@ -8,27 +8,14 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from breaker_client import AuthenticationError, BreakerClient, CircuitOpenError, RetryPolicy, State
+from breaker_client import AuthenticationError, BreakerClient, CircuitOpenError, State
+from tests.client._calls import NO_RETRY, DependencyDown, down, ok
 from tests.client._fake import FakeService, allowed, error
 from tests.client._harness import TEST_CONFIG, free_port_url
 
 if TYPE_CHECKING:
     from tests.client._harness import ServiceHarness
     from tests.client.conftest import ClientFactory
-
-NO_RETRY = RetryPolicy(attempts=1)
-
-
-class DependencyDown(Exception):
-    pass
-
-
-async def ok() -> str:
-    return "ok"
-
-
-async def down() -> str:
-    raise DependencyDown("no answer")
 
 
 @pytest.mark.parametrize(

@@ -136,12 +136,4 @@ def _run(guard: Guard, http: httpx.Client, stop: Event, run: Run) -> RunResult:
             outcomes.unexpected.append(repr(exc))
         else:
             outcomes.ok += 1
-    return RunResult(
-        pid=os.getpid(),
-        calls=outcomes.calls,
-        ok=outcomes.ok,
-        failed=outcomes.failed,
-        refused=outcomes.refused,
-        unexpected=tuple(outcomes.unexpected),
-        stopped_by=outcomes.stopped_by,
-    )
+    return outcomes.result()

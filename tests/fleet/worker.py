@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 import traceback
@@ -93,6 +94,18 @@ class Outcomes:
             self.stopped_by = "max_s"
         return not self.stopped_by
 
+    def result(self) -> RunResult:
+        """What this process saw; the client's worker adds what its client knows."""
+        return RunResult(
+            pid=os.getpid(),
+            calls=self.calls,
+            ok=self.ok,
+            failed=self.failed,
+            refused=self.refused,
+            unexpected=tuple(self.unexpected),
+            stopped_by=self.stopped_by,
+        )
+
 
 async def _serve(conn: Connection, barrier: Barrier, stop: Event, spec: WorkerSpec, index: int) -> None:
     counting = CountingTransport()
@@ -158,17 +171,11 @@ async def _run(
             await asyncio.sleep(run.pause_s)
     await client.flush()
     view = client.view(run.breaker)
-    return RunResult(
-        pid=os.getpid(),
-        calls=outcomes.calls,
-        ok=outcomes.ok,
-        failed=outcomes.failed,
-        refused=outcomes.refused,
-        unexpected=tuple(outcomes.unexpected),
+    return dataclasses.replace(
+        outcomes.result(),
         acquires=counting.acquires,
         records=counting.records,
         degraded=client.degraded,
         live=client.live,
         state=None if view is None else str(view.effective_state),
-        stopped_by=outcomes.stopped_by,
     )
