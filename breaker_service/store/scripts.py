@@ -7,12 +7,14 @@ NOSCRIPT, and the script is loaded and run again.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.resources
 import math
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import msgspec
+from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
 
 from breaker_client._models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State
@@ -22,7 +24,7 @@ from breaker_service.store.keys import breaker_keys
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from redis.asyncio import Redis, RedisCluster
+    from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
@@ -129,6 +131,9 @@ class BreakerScripts:
 
     async def snapshots(self, names: Sequence[str]) -> list[Snapshot | None]:
         """Read many breakers in one pipeline (one round trip per node)."""
+        if isinstance(self._redis, RedisCluster):
+            # A cluster pipeline refuses EVALSHA: one call per breaker instead, all in flight at once.
+            return list(await asyncio.gather(*(self.snapshot(name) for name in names)))
         script = self._scripts["snapshot"]
         try:
             raws = await self._snapshot_pipeline(script.sha, names)
