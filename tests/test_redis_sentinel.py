@@ -9,7 +9,6 @@ import pytest
 import redis.asyncio
 
 from breaker_service.store.keys import state_key
-
 from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.service import CLIENT_HEADERS
 
