@@ -337,6 +337,18 @@ def test_failed_half_open_rounds_multiply_the_open_time_up_to_the_cap() -> None:
     assert open_times_ms == [1_000, 2_000, 4_000, 5_000, 5_000]
 
 
+def test_a_backoff_too_large_for_a_float_is_capped_not_an_error() -> None:
+    config = BreakerConfig(failure_threshold=1, open_timeout_s=1.0, open_backoff=100.0, max_open_timeout_s=600.0)
+    machine = new_machine(config)
+    trip(machine, T0)
+    machine.open_streak = 200  # 100.0**200 overflows a float; Lua's arithmetic gives inf and caps it
+
+    decision, _ = machine.acquire(machine.open_until_ms)
+    machine.record(failure(permit=decision.permit), machine.open_until_ms)
+
+    assert machine.open_until_ms - machine.opened_at_ms == 600_000
+
+
 def test_closing_through_probes_resets_the_backoff() -> None:
     config = BreakerConfig(failure_threshold=1, success_threshold=1, open_timeout_s=1.0, open_backoff=3.0)
     machine = new_machine(config)

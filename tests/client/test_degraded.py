@@ -14,7 +14,7 @@ from tests.client._fake import FakeService, allowed, error
 from tests.client._harness import TEST_CONFIG, free_port_url
 
 if TYPE_CHECKING:
-    from tests.client._harness import ServiceHarness
+    from tests.client._harness import FakeClock, ServiceHarness
     from tests.client.conftest import ClientFactory
 
 
@@ -154,3 +154,26 @@ async def test_next_base_url_is_used_when_one_is_down(make_client: ClientFactory
 
     assert not client.degraded
     assert transport.to("/acquire")[-1].status == 200
+
+
+async def test_a_breaker_known_open_stays_open_locally_for_the_time_it_had_left(
+    make_client: ClientFactory, service: ServiceHarness, clock: FakeClock
+) -> None:
+    client, _ = await make_client(recheck_s=3600)
+    for _ in range(TEST_CONFIG.failure_threshold):
+        with pytest.raises(DependencyDown):
+            await client.breaker("payments", retry=NO_RETRY).call(down)
+    await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.deadline is not None)
+    clock.advance(10.0)
+    await service.stop()
+    await client.wait_for(lambda c: not c.live)
+    assert await client.breaker("other").call(ok) == "ok"  # finds the service gone: degraded from here on
+    assert client.degraded
+
+    with pytest.raises(CircuitOpenError) as refused:
+        await client.breaker("payments").call(ok)
+    clock.advance(TEST_CONFIG.open_timeout_s - 10.0)
+    probe = await client.breaker("payments").call(ok)  # the local breaker's own half-open probe
+
+    assert refused.value.retry_after_s == pytest.approx(TEST_CONFIG.open_timeout_s - 10.0)
+    assert probe == "ok"
