@@ -20,10 +20,14 @@ from breaker_service.errors import ServiceError
 from breaker_service.logs import RequestContextMiddleware, configure_logging, current_correlation_id
 from breaker_service.metrics import LatencyMiddleware, Metrics
 from breaker_service.middleware import BodyLimitMiddleware
+from breaker_service.monitor import HealthMonitor
 from breaker_service.responses import MsgspecResponse, error_body, error_response
-from breaker_service.routes import breakers, events, health, meta
+from breaker_service.routes import breakers, degradation, events, health, meta
+from breaker_service.routes import queues as queue_routes
 from breaker_service.settings import Settings
 from breaker_service.store.memory_store import MemoryStore
+from breaker_service.store.queue_base import QueueLimits
+from breaker_service.store.queue_memory import MemoryQueueStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from breaker_service.store.base import BreakerStore
+    from breaker_service.store.queue_base import QueueStore
+    from breaker_service.store.scripts import RedisClient
 
 log = structlog.get_logger("breaker_service")
 
@@ -46,14 +52,26 @@ _HTTP_CODES = {
 
 
 def create_app(
-    settings: Settings, *, store: BreakerStore | None = None, config: ServiceConfig | None = None
+    settings: Settings,
+    *,
+    store: BreakerStore | None = None,
+    config: ServiceConfig | None = None,
+    queues: QueueStore | None = None,
 ) -> Starlette:
-    """The service: on `store` when given (tests), else on the store `settings` name, built at startup."""
+    """The service: on `store` and `queues` when given (tests), else on the stores `settings` name, built at
+    startup (queues beside a given store are in memory without REDIS_URL)."""
     config = config if config is not None else load_config(settings.config_path)
     auth = Authenticator(admin_tokens=settings.admin_tokens, client_tokens=settings.client_tokens)
-    ctx = AppContext(settings=settings, config=config, auth=auth, metrics=Metrics(), store=store)
+    ctx = AppContext(settings=settings, config=config, auth=auth, metrics=Metrics(), store=store, queues=queues)
     app = Starlette(
-        routes=[*breakers.ROUTES, *events.ROUTES, *health.ROUTES, *meta.ROUTES],
+        routes=[
+            *breakers.ROUTES,
+            *events.ROUTES,
+            *health.ROUTES,
+            *meta.ROUTES,
+            *queue_routes.ROUTES,
+            *degradation.ROUTES,
+        ],
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(LatencyMiddleware, metrics=ctx.metrics),
@@ -66,8 +84,9 @@ def create_app(
     return app
 
 
-def build_store(settings: Settings, config: ServiceConfig) -> BreakerStore:
-    """MemoryStore without REDIS_URL; else RedisStore, wrapped to keep answering while Redis is unreachable."""
+def build_store(settings: Settings, config: ServiceConfig, redis: RedisClient | None = None) -> BreakerStore:
+    """MemoryStore without REDIS_URL; else RedisStore (on `redis` when given), wrapped to keep answering while Redis
+    is unreachable."""
     resolve = ConfigResolver(config)
     if settings.redis_url is None:
         return MemoryStore(resolve_config=resolve, max_breakers=settings.max_breakers)
@@ -75,17 +94,41 @@ def build_store(settings: Settings, config: ServiceConfig) -> BreakerStore:
     from breaker_service.store.redis_store import RedisStore, create_redis
     from breaker_service.store.resilient import ResilientStore
 
-    client = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
     shared = RedisStore(client, resolve_config=resolve, max_breakers=settings.max_breakers)
     return ResilientStore(shared, resolve_config=resolve, max_breakers=settings.max_breakers)
 
 
+def build_queues(settings: Settings, config: ServiceConfig, redis: RedisClient | None = None) -> QueueStore:
+    """MemoryQueueStore without REDIS_URL; else RedisQueueStore on `redis` (the breaker store's), or on its own."""
+    limits = QueueLimits({name: queue.max_attempts for name, queue in config.queues.items()})
+    if settings.redis_url is None:
+        return MemoryQueueStore(max_attempts=limits)
+    from breaker_service.store.queue_redis import RedisQueueStore
+    from breaker_service.store.redis_store import create_redis
+
+    client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    return RedisQueueStore(client, max_attempts=limits, owns_client=redis is None)
+
+
+def shared_redis(settings: Settings) -> RedisClient | None:
+    """One Redis client for the breaker store and the queues (None without REDIS_URL)."""
+    if settings.redis_url is None:
+        return None
+    from breaker_service.store.redis_store import create_redis
+
+    return create_redis(settings.redis_url, cluster=settings.redis_cluster)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Build and start the store, declare the config-file breakers, watch transitions; undo it all at shutdown."""
+    """Build and start the stores, declare the config-file breakers, watch transitions; undo it all at shutdown."""
     ctx = context_of(app)
+    redis = shared_redis(ctx.settings) if not (ctx.has_store or ctx.has_queues) else None
     if not ctx.has_store:
-        ctx.use_store(build_store(ctx.settings, ctx.config))
+        ctx.use_store(build_store(ctx.settings, ctx.config, redis))
+    if not ctx.has_queues:
+        ctx.use_queues(build_queues(ctx.settings, ctx.config, redis))
     store = ctx.store
     if store.kind == "memory":
         log.warning("store: in memory, state is lost on restart; run ONE replica only (set REDIS_URL to share)")
@@ -94,16 +137,19 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if not ctx.settings.admin_tokens:
         log.warning("no BREAKER_ADMIN_TOKENS: admin routes refuse every request")
     await store.start()
+    await ctx.queues.start()
     try:
         for name, declared in ctx.config.breakers.items():
             await store.declare(name, declared.config)
         log.info("config loaded", source=ctx.config.source, declared=len(ctx.config.breakers))
-        async with watch_transitions(ctx):
+        ctx.use_monitor(HealthMonitor(store, ctx.config))
+        async with watch_transitions(ctx), ctx.monitor.running():
             try:
                 yield
             finally:
                 ctx.stopping.set()
     finally:
+        await ctx.queues.close()
         await store.close()
 
 

@@ -3,6 +3,8 @@
 ```toml
 [defaults]                      # BreakerConfig fields; omitted ones take the seed's defaults
 failure_threshold = 5
+probe_interval_s = 10.0         # not BreakerConfig fields: how often, and how patiently, probe URLs are probed
+probe_timeout_s = 2.0
 
 [breakers.sms_agent]            # declared at start; fields override [defaults]
 open_timeout_s = 30
@@ -35,6 +37,9 @@ RESERVED_NAMES: Final = frozenset({"redis"})
 """Names a declared breaker cannot take: `/health/dependencies` reports the store under `redis`."""
 
 ProbeUrl = Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=2000)]
+ProbeSeconds = Annotated[float, Meta(gt=0, le=3600)]
+PROBE_FIELDS: Final = ("probe_interval_s", "probe_timeout_s")
+"""Keys of `[defaults]` that are not BreakerConfig fields: they set the active probes, for every probe URL."""
 
 
 class ConfigError(Exception):
@@ -54,6 +59,17 @@ class DeclaredBreaker(Struct, frozen=True, kw_only=True):
     probe_url: ProbeUrl | None = None
 
 
+class ProbeTiming(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """`probe_interval_s` and `probe_timeout_s` from `[defaults]`: the fleet probes each URL once per interval."""
+
+    probe_interval_s: ProbeSeconds = 10.0
+    probe_timeout_s: ProbeSeconds = 2.0
+
+    def __post_init__(self) -> None:
+        if self.probe_timeout_s > self.probe_interval_s:
+            raise ValueError("probe_timeout_s must not exceed probe_interval_s")
+
+
 class ServiceConfig(Struct, frozen=True, kw_only=True):
     """The parsed config file."""
 
@@ -61,6 +77,7 @@ class ServiceConfig(Struct, frozen=True, kw_only=True):
     defaults: BreakerConfig
     breakers: dict[str, DeclaredBreaker] = field(default_factory=dict)
     queues: dict[str, QueueConfig] = field(default_factory=dict)
+    probes: ProbeTiming = field(default_factory=ProbeTiming)
 
 
 class _File(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -102,6 +119,8 @@ def parse_config(text: str, *, source: str) -> ServiceConfig:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    timing = {key: raw.defaults.pop(key) for key in PROBE_FIELDS if key in raw.defaults}
+    probes = _convert(timing, ProbeTiming, source, "[defaults]")
     defaults = _convert(raw.defaults, BreakerConfig, source, "[defaults]")
     base = msgspec.structs.asdict(defaults)
     breakers: dict[str, DeclaredBreaker] = {}
@@ -118,7 +137,7 @@ def parse_config(text: str, *, source: str) -> ServiceConfig:
     for name, table in raw.queues.items():
         _check_name(name, source, f"[queues.{name}]")
         queues[name] = _convert(table, QueueConfig, source, f"[queues.{name}]")
-    return ServiceConfig(source=source, defaults=defaults, breakers=breakers, queues=queues)
+    return ServiceConfig(source=source, defaults=defaults, breakers=breakers, queues=queues, probes=probes)
 
 
 def _convert(value: object, kind: type[T], source: str, where: str) -> T:

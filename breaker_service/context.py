@@ -13,8 +13,10 @@ if TYPE_CHECKING:
     from breaker_service.auth import Authenticator
     from breaker_service.config import ServiceConfig
     from breaker_service.metrics import Metrics
+    from breaker_service.monitor import HealthMonitor
     from breaker_service.settings import Settings
     from breaker_service.store.base import BreakerStore
+    from breaker_service.store.queue_base import QueueStore
 
 
 class AppContext:
@@ -28,6 +30,7 @@ class AppContext:
         auth: Authenticator,
         metrics: Metrics,
         store: BreakerStore | None,
+        queues: QueueStore | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -36,6 +39,8 @@ class AppContext:
         self.stopping = asyncio.Event()
         """Set when the server begins to shut down: event streams end so connections can close."""
         self._store = store
+        self._queues = queues
+        self._monitor: HealthMonitor | None = None
 
     @property
     def store(self) -> BreakerStore:
@@ -52,6 +57,33 @@ class AppContext:
     def use_store(self, store: BreakerStore) -> None:
         """Install the store the lifespan built."""
         self._store = store
+
+    @property
+    def queues(self) -> QueueStore:
+        """The started queue store; 503 while there is none yet."""
+        if self._queues is None:
+            raise StoreUnavailableError("the queue store is not started")
+        return self._queues
+
+    @property
+    def has_queues(self) -> bool:
+        """Whether a queue store was given or built."""
+        return self._queues is not None
+
+    def use_queues(self, queues: QueueStore) -> None:
+        """Install the queue store the lifespan built."""
+        self._queues = queues
+
+    @property
+    def monitor(self) -> HealthMonitor:
+        """Dependency health and the degradation mode; 503 until the lifespan has started it."""
+        if self._monitor is None:
+            raise StoreUnavailableError("the health monitor is not started")
+        return self._monitor
+
+    def use_monitor(self, monitor: HealthMonitor) -> None:
+        """Install the monitor the lifespan built."""
+        self._monitor = monitor
 
 
 def context(connection: HTTPConnection) -> AppContext:

@@ -29,6 +29,7 @@ ADMIN_CALLS: Final = [
     ("POST", "/breakers/openai/force-open", b'{"reason": "r"}'),
     ("POST", "/breakers/openai/force-close", b'{"reason": "r"}'),
     ("POST", "/breakers/openai/reset", b'{"reason": "r"}'),
+    ("PUT", "/degradation", b'{"mode": "EMERGENCY", "reason": "r"}'),
 ]
 CLIENT_CALLS: Final = [
     ("GET", "/breakers", None),
@@ -38,6 +39,7 @@ CLIENT_CALLS: Final = [
     ("POST", "/breakers/openai/record", b'{"outcome": "success"}'),
     ("GET", "/health/dependencies", None),
     ("GET", "/metrics", None),
+    ("GET", "/degradation", None),
 ]
 OPEN_CALLS: Final = [("GET", "/health", None), ("GET", "/health/ready", None), ("GET", "/openapi.json", None)]
 BAD_HEADERS: Final = [

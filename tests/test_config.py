@@ -87,7 +87,8 @@ def test_a_missing_file_is_refused_naming_it(tmp_path: Path) -> None:
 
 async def test_breaker_config_file_breakers_exist_from_the_start(tmp_path: Path) -> None:
     path = tmp_path / "breakers.toml"
-    path.write_text(CUSTOM)
+    # Without its probe URL: a running app probes it (tests/test_probes.py probes loopback servers only).
+    path.write_text(CUSTOM.replace('probe_url = "https://payments.internal/health"\n', ""))
     settings = Settings.from_env({"BREAKER_CONFIG": str(path), "BREAKER_CLIENT_TOKENS": f"svc:{CLIENT_TOKEN}"})
     store = MemoryStore(resolve_config=ConfigResolver(load_config(path)))
     async with running_app(settings, store) as (_, client):

@@ -27,6 +27,7 @@ from breaker_client._models import (
     State,
     Transition,
 )
+from breaker_service.degradation import Degradation
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.store.base import BreakerStore, ConfigResolver, Deleted, StoreEvent
 from breaker_service.store.memory_store import MemoryStore
@@ -229,15 +230,16 @@ async def half_opened(kit: StoreKit, store: BreakerStore, name: str, config: Bre
     return decision
 
 
-def payload(event: StoreEvent) -> Transition | FailureSignal | Snapshot | Deleted:
+def payload(event: StoreEvent) -> Transition | FailureSignal | Snapshot | Deleted | Degradation:
     data = event.data
     if not isinstance(data, msgspec.Raw):
         return data
-    kinds: dict[str, type[Transition | FailureSignal | Snapshot | Deleted]] = {
+    kinds: dict[str, type[Transition | FailureSignal | Snapshot | Deleted | Degradation]] = {
         "state": Transition,
         "failures": FailureSignal,
         "config": Snapshot,
         "deleted": Deleted,
+        "mode": Degradation,
     }
     return msgspec.json.decode(data, type=kinds[event.kind])
 
@@ -271,7 +273,7 @@ async def next_event_for(queue: asyncio.Queue[StoreEvent], name: str) -> StoreEv
     while True:
         event = await asyncio.wait_for(queue.get(), timeout=EVENT_TIMEOUT_S)
         data = payload(event)
-        if data.name == name:
+        if not isinstance(data, Degradation) and data.name == name:
             return event
 
 

@@ -173,3 +173,27 @@ async def test_the_service_runs_on_a_cluster(cluster_url: str, service_factory: 
     ]
     assert decision["allowed"] is True
     assert ready.status_code == 200
+
+
+async def test_probe_results_and_the_degradation_mode_work_across_nodes(cluster_store: RedisStore) -> None:
+    from breaker_service.degradation import Mode, ProbeResult
+
+    status = cluster_store.status_store()
+    result = ProbeResult(ok=True, latency_ms=1.5, error=None, at=1.0)
+    claims = [await status.claim_probe(name, 60.0) for name in NAMES]
+    again = [await status.claim_probe(name, 60.0) for name in NAMES]
+    for name in NAMES:
+        await status.save_probe(name, result, 180.0)
+
+    settled = await status.settle(Mode.PARTIAL, "unhealthy: a")
+    forced = await status.force(
+        Mode.EMERGENCY, reason="drill", actor="ops", ttl_s=None, derived=Mode.PARTIAL, derived_reason="unhealthy: a"
+    )
+
+    assert (all(claims), any(again)) == (True, False)
+    assert await status.probes(NAMES) == dict.fromkeys(NAMES, result)
+    assert (settled.state.mode, settled.state.forced) == (Mode.PARTIAL, False)
+    assert (forced.state.mode, forced.state.forced, forced.forced_until) == (Mode.EMERGENCY, True, None)
+    change = await status.last_change()
+    assert change is not None
+    assert (change.mode, change.actor, change.reason) == (Mode.EMERGENCY, "ops", "drill")

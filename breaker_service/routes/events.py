@@ -1,8 +1,9 @@
 """`GET /events`: Server-Sent Events.
 
 On open, one `snapshot` event (`{"breakers": [Snapshot]}`), then every store event as an SSE event named by its
-kind (`state`, `failures`, `config`, `deleted`) with its JSON as data, each with an `id:` of
-`<stream-start-ms>-<seq>`, and a `: keepalive` comment line after each quiet `BREAKER_SSE_KEEPALIVE_S`.
+kind (`state`, `failures`, `config`, `deleted`, and `mode` for the degradation mode) with its JSON as data, each
+with an `id:` of `<stream-start-ms>-<seq>`, and a `: keepalive` comment line after each quiet
+`BREAKER_SSE_KEEPALIVE_S`.
 
 The stream subscribes before it reads the snapshot, so no change falls between the two (a change may show in
 both; its `generation` tells). It ends when the client goes away, when the server shuts down, when the store's

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Final
 
 from starlette.routing import Route
 
-from breaker_client._models import Health, State
+from breaker_client._models import Health
 from breaker_service.auth import Role
 from breaker_service.context import context
+from breaker_service.degradation import DependenciesDetail
 from breaker_service.errors import ServiceError
+from breaker_service.monitor import STORE_KEY
 from breaker_service.responses import MsgspecResponse
-from breaker_service.routes.common import operation
+from breaker_service.routes.common import operation, query_value
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -21,8 +23,6 @@ if TYPE_CHECKING:
     from breaker_service.store.base import BreakerStore
 
 PING_TIMEOUT_S: Final = 2.0
-STORE_KEY: Final = "redis"
-"""The store's key in `/health/dependencies`, as in the contract's example, whichever store runs."""
 
 
 @operation("Liveness: ok while the process serves", role=None, answer=Health)
@@ -40,25 +40,32 @@ async def ready(request: Request) -> Response:
     return MsgspecResponse(body, status_code=200 if reachable else 503)
 
 
-@operation("One boolean per config-file breaker, plus the store", role=Role.CLIENT, answer=dict[str, bool])
+@operation(
+    "One boolean per config-file breaker, plus the store; ?detail=true adds state, probe, last change and the mode",
+    role=Role.CLIENT,
+    answer=dict[str, bool],
+    query={"detail": bool},
+)
 async def dependencies(request: Request) -> Response:
     """The seed's shape: `{"<breaker>": healthy, ..., "redis": store reachable}`.
 
-    A breaker is healthy while its effective state is not OPEN (forced or not); one that was deleted counts as
-    healthy, as nothing says it fails. The store is always reported under `redis`, also on the memory store (which
-    always answers), so the shape does not change with the deployment. Breakers unreadable because the store is
-    down are reported unhealthy.
+    A breaker is healthy while its effective state is not OPEN (forced or not) and, where it has a probe URL, its
+    last cached probe passed (none yet: the breaker alone decides); one that was deleted counts as healthy, as
+    nothing says it fails. The store is always reported under `redis`, also on the memory store (which always
+    answers), so the shape does not change with the deployment. Breakers unreadable because the store is down are
+    reported unhealthy. `?detail=true` answers a `DependenciesDetail` instead.
     """
-    ctx = context(request)
-    declared = ctx.config.breakers
-    reachable = await _ping(ctx.store)
-    try:
-        open_now = {s.name for s in await ctx.store.snapshots() if s.effective_state is State.OPEN}
-    except ServiceError:
-        open_now = set(declared)
-    answer = {name: name not in open_now for name in declared}
-    answer[STORE_KEY] = reachable
-    return MsgspecResponse(answer)
+    monitor = context(request).monitor
+    detail: bool = query_value(request, "detail", bool, False)
+    report = await monitor.report()
+    if not detail:
+        answer = {name: report.healthy(name) for name in report.breakers}
+        answer[STORE_KEY] = report.store.ok
+        return MsgspecResponse(answer)
+    mode = await monitor.refresh(report)
+    details = await monitor.details(report)
+    change = await monitor.last_change()
+    return MsgspecResponse(DependenciesDetail(dependencies=details, degradation=mode, degradation_change=change))
 
 
 async def _ping(store: BreakerStore) -> bool:

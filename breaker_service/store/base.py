@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import msgspec
 
 from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
+from breaker_service.degradation import Degradation  # noqa: TC001  # msgspec reads StoreEvent's annotations at runtime
 
 if TYPE_CHECKING:
     import asyncio
+
+    from breaker_service.store.status import StatusStore
 
 ConfigResolver = Callable[[str], BreakerConfig]
 """The config a breaker gets when it is created implicitly: its config-file override, else the defaults."""
@@ -32,8 +35,8 @@ class Deleted(msgspec.Struct, frozen=True, kw_only=True):
 class StoreEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One message on the events channel: `{"kind": ..., "data": ...}`."""
 
-    kind: Literal["state", "failures", "config", "deleted"]
-    data: Transition | FailureSignal | Snapshot | Deleted | msgspec.Raw
+    kind: Literal["state", "failures", "config", "deleted", "mode"]
+    data: Transition | FailureSignal | Snapshot | Deleted | Degradation | msgspec.Raw
 
 
 class BreakerStore(Protocol):
@@ -99,6 +102,10 @@ class BreakerStore(Protocol):
 
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
         """Transitions, newest first; `UnknownBreakerError` if absent."""
+        ...
+
+    def status_store(self) -> StatusStore:
+        """The service's own status (probe results, degradation mode), kept where this store keeps breakers."""
         ...
 
     def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:

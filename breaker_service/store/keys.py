@@ -36,3 +36,21 @@ def history_key(name: str) -> str:
 def breaker_keys(name: str) -> tuple[str, str, str, str]:
     """The KEYS every breaker script takes, in the order `lua/_lib.lua` documents."""
     return state_key(name), permits_key(name), window_key(name), history_key(name)
+
+
+def probe_key(name: str) -> str:
+    """Hash: the dependency's cached probe result (ok, latency_ms, error, at), expiring after three intervals."""
+    return f"brk:{{{name}}}:probe"
+
+
+def probe_lease_key(name: str) -> str:
+    """String: the replica holding the right to probe the dependency, expiring after one probe interval."""
+    return f"brk:{{{name}}}:probe-lease"
+
+
+MODE_CURRENT_KEY: Final = "brk:{_mode}:current"
+"""Hash: the fleet's degradation mode as last settled. `{_mode}` is a hash tag no breaker name can take."""
+MODE_FORCED_KEY: Final = "brk:{_mode}:forced"
+"""Hash: the admin override, expiring when its ttl runs out."""
+MODE_CHANGE_KEY: Final = "brk:{_mode}:change"
+"""Hash: the last admin change of the mode."""

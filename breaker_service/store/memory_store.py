@@ -12,6 +12,7 @@ from breaker_client._machine import BreakerMachine, Event
 from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.store.base import ConfigResolver, Deleted, StoreEvent
+from breaker_service.store.status import MemoryStatusStore
 
 HISTORY_MAX: Final = 1000
 Clock = Callable[[], int]
@@ -32,6 +33,7 @@ class MemoryStore:
         self._machines: dict[str, BreakerMachine] = {}
         self._history: dict[str, deque[Transition]] = {}
         self._subscribers: set[asyncio.Queue[StoreEvent]] = set()
+        self._status = MemoryStatusStore(clock=clock, publish=self._publish)
 
     @property
     def kind(self) -> str:
@@ -115,6 +117,10 @@ class MemoryStore:
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
         self._existing(name)
         return list(self._history[name])[:limit]
+
+    def status_store(self) -> MemoryStatusStore:
+        """Probe results and the degradation mode in this process, on this store's clock and event subscribers."""
+        return self._status
 
     async def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
         queue: asyncio.Queue[StoreEvent] = asyncio.Queue()

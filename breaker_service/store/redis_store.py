@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
+from breaker_service.degradation import Degradation
 from breaker_service.errors import BreakerCapError, StoreUnavailableError, UnknownBreakerError
 from breaker_service.store.base import EVENTS_CHANNEL, ConfigResolver, Deleted, StoreEvent
 from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, history_key, state_key
@@ -33,13 +34,15 @@ if TYPE_CHECKING:
 
     from redis.asyncio.client import PubSub
 
+    from breaker_service.store.status import StatusStore
+
 _T = TypeVar("_T")
 
 CONFIG_REASON: Final = "config updated"
 """The history reason of a PUT that gives none."""
 
 
-_Kind: TypeAlias = Literal["state", "failures", "config", "deleted"]
+_Kind: TypeAlias = Literal["state", "failures", "config", "deleted", "mode"]
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -54,6 +57,7 @@ _EVENT_DATA: Final[dict[str, tuple[_Kind, msgspec.json.Decoder[Any]]]] = {
     "failures": ("failures", msgspec.json.Decoder(FailureSignal)),
     "config": ("config", msgspec.json.Decoder(Snapshot)),
     "deleted": ("deleted", msgspec.json.Decoder(Deleted)),
+    "mode": ("mode", msgspec.json.Decoder(Degradation)),
 }
 _TRANSITION: Final = msgspec.json.Decoder(Transition)
 
@@ -218,6 +222,12 @@ class RedisStore:
         if not exists:
             raise UnknownBreakerError(f"no breaker named {name!r}")
         return [_TRANSITION.decode(fields[b"transition"]) for _, fields in entries]
+
+    def status_store(self) -> StatusStore:
+        """Probe results and the degradation mode, on the same Redis."""
+        from breaker_service.store.redis_status import RedisStatusStore  # it builds on this module
+
+        return RedisStatusStore(self._redis)
 
     async def events(self, subscribed: asyncio.Event | None = None) -> AsyncGenerator[StoreEvent, None]:
         """Every event on `brk:events` from now on; the subscription ends when the consumer stops."""

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from breaker_service.store.base import BreakerStore, ConfigResolver, StoreEvent
+    from breaker_service.store.status import StatusStore
 
 LOCAL_PERMIT_PREFIX: Final = "local-"
 
@@ -213,6 +214,10 @@ class ResilientStore:
     async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:
         async with self._writing():
             return self._remember(await self._shared.reset(name, reason=reason, actor=actor))
+
+    def status_store(self) -> StatusStore:
+        """The shared store's: it raises `StoreUnavailableError` while that is unreachable (no local fallback)."""
+        return self._shared.status_store()
 
     async def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
         """The shared store's events; after a lost subscription, subscribes again (backing off, never while degraded).

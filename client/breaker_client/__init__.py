@@ -27,6 +27,7 @@ from breaker_client._errors import (
 )
 from breaker_client._failure import FailurePolicy, default_failure_status
 from breaker_client._models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
+from breaker_client._queue import ClaimedJob, DrainReport, Enqueued, Nacked, QueueStats, WorkQueue
 from breaker_client._retry import RetryPolicy, parse_retry_after
 from breaker_client._transport import BreakerTransport, host_breaker_name
 from breaker_client._views import BreakerView
@@ -42,16 +43,21 @@ __all__ = [
     "BreakerView",
     "BusinessRuleError",
     "CircuitOpenError",
+    "ClaimedJob",
     "ClientError",
     "Decision",
+    "DrainReport",
+    "Enqueued",
     "ErrorCode",
     "ExternalServiceError",
     "ExternalTimeoutError",
     "FailurePolicy",
     "ForbiddenError",
+    "Nacked",
     "NotFoundError",
     "Outcome",
     "PayloadTooLargeError",
+    "QueueStats",
     "RetryPolicy",
     "ServiceError",
     "ServiceUnavailableError",
@@ -60,6 +66,7 @@ __all__ = [
     "Transition",
     "TransportError",
     "ValidationError",
+    "WorkQueue",
     "WorkflowError",
     "correlation_id",
     "current_correlation_id",

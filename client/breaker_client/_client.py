@@ -12,6 +12,7 @@ from breaker_client._deadlines import Deadlines
 from breaker_client._events import EventStream
 from breaker_client._failure import FailurePolicy
 from breaker_client._models import BreakerConfig, is_valid_name
+from breaker_client._queue import WorkQueue
 from breaker_client._retry import RetryPolicy
 from breaker_client._service import ServiceConnection
 from breaker_client._views import BreakerView, Views
@@ -137,6 +138,12 @@ class BreakerClient:
             failure=failure or FailurePolicy(),
             deadlines=self._deadlines,
         )
+
+    def queue(self, name: str) -> WorkQueue:
+        """The deferred work queue `name` on the service (created by its first enqueue)."""
+        if not is_valid_name(name):
+            raise ValueError(f"invalid queue name {name!r}")
+        return WorkQueue(self._connection, name)
 
     @property
     def degraded(self) -> bool:

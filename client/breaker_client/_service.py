@@ -85,6 +85,14 @@ class ServiceConnection:
         with _translated():
             return _SNAPSHOT.decode(body)
 
+    async def request(
+        self, method: str, path: str, decoder: msgspec.json.Decoder[T], content: bytes | None = None
+    ) -> T:
+        """Any other route (the queues): its answer decoded by `decoder`, errors translated."""
+        body = await self._request(method, path, content)
+        with _translated():
+            return decoder.decode(body)
+
     @asynccontextmanager
     async def events(self, *, idle_timeout_s: float) -> AsyncIterator[AsyncIterator[str]]:
         """`GET /events` on the current base URL, as lines; a refused connection moves to the next base URL."""

@@ -22,6 +22,7 @@ from breaker_service.app import context_of, create_app
 from breaker_service.config import ConfigResolver, ServiceConfig
 from breaker_service.settings import Settings
 from breaker_service.store.memory_store import MemoryStore
+from breaker_service.store.queue_memory import MemoryQueueStore
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -56,6 +57,7 @@ class ServiceHarness:
     def __init__(self, clock: FakeClock, config: BreakerConfig = TEST_CONFIG) -> None:
         self.config = ServiceConfig(source="client tests", defaults=config)
         self.store = MemoryStore(resolve_config=ConfigResolver(self.config), clock=clock.wall_ms)
+        self.queues = MemoryQueueStore(clock=clock.wall_ms)
         with socket.socket() as probe:
             probe.bind((HOST, 0))
             self.port: int = probe.getsockname()[1]
@@ -74,7 +76,7 @@ class ServiceHarness:
             admin_tokens={"test-admin": ADMIN_TOKEN},
             client_tokens={"test-client": CLIENT_TOKEN},
         )
-        self._app = create_app(settings, store=self.store, config=self.config)
+        self._app = create_app(settings, store=self.store, config=self.config, queues=self.queues)
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only then (else Nagle adds 40 ms).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

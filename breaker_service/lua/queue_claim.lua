@@ -1,0 +1,47 @@
+-- queue_claim.lua: take back expired leases, then lease jobs due for a retry, then new jobs. Runs after
+-- queue_lib.lua.
+-- KEYS[1..5], ARGV[1] as in queue_lib.lua
+-- ARGV[2] consumer   ARGV[3] max jobs   ARGV[4] lease ms   ARGV[5] max_attempts   ARGV[6] sweep limit
+-- returns {id, payload, attempts, id, payload, attempts, ...}; empty when the queue does not exist
+
+if redis.call('EXISTS', JOBS) == 0 then return {} end
+local consumer, max_jobs, lease_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_attempts, sweep_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+
+-- A lease that ran out is a failed attempt: the job is due again at once, or dead if it was its last.
+local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW_MS, 'WITHSCORES', 'LIMIT', 0, sweep_limit)
+for i = 1, #expired, 2 do
+  local id, until_ms = expired[i], expired[i + 1]
+  redis.call('ZREM', LEASES, id)
+  local attempts = tonumber(redis.call('HGET', ATTEMPTS, id)) or 0
+  if attempts >= max_attempts then
+    bury(id, attempts, 'lease expired')
+  else
+    redis.call('ZADD', RETRY, until_ms, id)
+  end
+end
+
+local claimed, count = {}, 0
+local function lease(id, fields)
+  local attempts = redis.call('HINCRBY', ATTEMPTS, id, 1)
+  redis.call('ZADD', LEASES, NOW_MS + lease_ms, id)
+  claimed[#claimed + 1] = id
+  claimed[#claimed + 1] = field(fields, 'payload')
+  claimed[#claimed + 1] = attempts
+  count = count + 1
+end
+
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', RETRY, '-inf', NOW_MS, 'LIMIT', 0, max_jobs)) do
+  redis.call('ZREM', RETRY, id)
+  -- XCLAIM moves the pending entry to this consumer, so XPENDING shows who holds it.
+  local entry = redis.call('XCLAIM', JOBS, GROUP, consumer, 0, id)[1]
+  if entry then lease(id, entry[2]) else redis.call('HDEL', ATTEMPTS, id) end
+end
+
+if count < max_jobs then
+  local read = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', max_jobs - count, 'STREAMS', JOBS, '>')
+  if read then
+    for _, entry in ipairs(read[1][2]) do lease(entry[1], entry[2]) end
+  end
+end
+return claimed
