@@ -18,7 +18,7 @@ import msgspec
 from breaker_client._queue_models import Enqueued, Job, Nacked, QueueStats
 from breaker_service.errors import StoreUnavailableError
 from breaker_service.store.queue_base import IDEMPOTENCY_TTL_S, SWEEP_LIMIT, QueueLimits
-from breaker_service.store.redis_store import _unavailable
+from breaker_service.store.redis_store import unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -77,7 +77,7 @@ class RedisQueueStore:
 
     async def start(self) -> None:
         """Load the scripts now if Redis answers; if not, the first call loads them (NOSCRIPT fallback)."""
-        with contextlib.suppress(StoreUnavailableError), _unavailable():
+        with contextlib.suppress(StoreUnavailableError), unavailable():
             for script in self._scripts.values():
                 script.sha = await self._redis.script_load(script.script)
 
@@ -123,7 +123,7 @@ class RedisQueueStore:
         return QueueStats(ready=ready, pending=pending, dead=dead, delayed=delayed)
 
     async def _run(self, operation: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
-        with _unavailable():
+        with unavailable():
             return await self._scripts[operation](keys=keys, args=args)
 
 

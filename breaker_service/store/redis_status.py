@@ -17,7 +17,7 @@ import msgspec
 from breaker_service.degradation import Degradation, DegradationChange, Mode, ProbeResult
 from breaker_service.store.base import EVENTS_CHANNEL
 from breaker_service.store.keys import MODE_CHANGE_KEY, MODE_CURRENT_KEY, MODE_FORCED_KEY, probe_key, probe_lease_key
-from breaker_service.store.redis_store import _unavailable as unavailable
+from breaker_service.store.redis_store import unavailable
 from breaker_service.store.status import ModeRecord
 
 if TYPE_CHECKING:

@@ -63,7 +63,7 @@ _TRANSITION: Final = msgspec.json.Decoder(Transition)
 
 
 @contextmanager
-def _unavailable() -> Iterator[None]:
+def unavailable() -> Iterator[None]:
     """The one place a Redis error becomes the service's own."""
     try:
         yield
@@ -129,7 +129,7 @@ class RedisStore:
 
     async def start(self) -> None:
         """Load the scripts."""
-        with _unavailable():
+        with unavailable():
             await self._scripts.load()
 
     async def close(self) -> None:
@@ -145,31 +145,31 @@ class RedisStore:
 
     async def declare(self, name: str, config: BreakerConfig) -> None:
         """Create a config-file breaker unless it exists (the cap applies, as everywhere)."""
-        with _unavailable():
+        with unavailable():
             await self._create(name, config)
 
     async def names(self) -> list[str]:
         """Names in the registry, sorted."""
-        with _unavailable():
+        with unavailable():
             members = await self._redis.smembers(REGISTRY_KEY)
         return sorted(_text(member) for member in members)
 
     async def snapshot(self, name: str) -> Snapshot:
         """One breaker."""
-        with _unavailable():
+        with unavailable():
             return _known(name, await self._scripts.snapshot(name))
 
     async def snapshots(self) -> list[Snapshot]:
         """Every breaker, sorted by name; names registered but already deleted are skipped."""
         names = await self.names()
-        with _unavailable():
+        with unavailable():
             found = await self._scripts.snapshots(names)
         return [snapshot for snapshot in found if snapshot is not None]
 
     async def configure(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str | None) -> Snapshot:
         """Create the breaker or replace its config; audited."""
         reason = reason or CONFIG_REASON
-        with _unavailable():
+        with unavailable():
             snapshot = await self._creating(
                 name, lambda: self._scripts.update(name, config, actor=actor, reason=reason), config
             )
@@ -178,7 +178,7 @@ class RedisStore:
 
     async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
         """Remove the breaker, its history and its registry entry; audited."""
-        with _unavailable():
+        with unavailable():
             if not await self._scripts.delete(name):
                 raise UnknownBreakerError(f"no breaker named {name!r}")
             pipe = self._redis.pipeline(transaction=False)
@@ -188,17 +188,17 @@ class RedisStore:
 
     async def acquire(self, name: str) -> Decision:
         """Ask to make one call; one EVALSHA for an existing breaker."""
-        with _unavailable():
+        with unavailable():
             return await self._creating(name, lambda: self._scripts.acquire(name))
 
     async def record(self, name: str, outcome: Outcome) -> Snapshot:
         """Take one outcome; one EVALSHA for an existing breaker."""
-        with _unavailable():
+        with unavailable():
             return await self._creating(name, lambda: self._scripts.record(name, outcome))
 
     async def force(self, name: str, mode: State, *, reason: str, ttl_s: float | None, actor: str | None) -> Snapshot:
         """Force OPEN or CLOSED; audited."""
-        with _unavailable():
+        with unavailable():
             snapshot = await self._creating(
                 name, lambda: self._scripts.force(name, mode, reason=reason, ttl_s=ttl_s, actor=actor)
             )
@@ -207,14 +207,14 @@ class RedisStore:
 
     async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:
         """Fresh CLOSED, counts cleared, force lifted; audited."""
-        with _unavailable():
+        with unavailable():
             snapshot = _known(name, await self._scripts.reset(name, reason=reason, actor=actor))
             await self._audit(name, "reset", actor, reason)
         return snapshot
 
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
         """Transitions, newest first."""
-        with _unavailable():
+        with unavailable():
             pipe = self._redis.pipeline(transaction=False)
             pipe.exists(state_key(name))
             pipe.xrevrange(history_key(name), count=limit)
@@ -233,13 +233,13 @@ class RedisStore:
         """Every event on `brk:events` from now on; the subscription ends when the consumer stops."""
         pubsub = self._redis.pubsub()
         try:
-            with _unavailable():
+            with unavailable():
                 await pubsub.subscribe(EVENTS_CHANNEL)
                 await _confirmed(pubsub)
             if subscribed is not None:
                 subscribed.set()
             while True:
-                with _unavailable():
+                with unavailable():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is not None and (event := _event(message["data"])) is not None:
                     yield event
