@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 import structlog
@@ -35,14 +35,13 @@ from breaker_service.errors import BreakerCapError, StoreUnavailableError, Unkno
 from breaker_service.store.memory_store import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator
 
     from breaker_service.store.base import BreakerStore, ConfigResolver, StoreEvent
     from breaker_service.store.status import StatusStore
 
 LOCAL_PERMIT_PREFIX: Final = "local-"
 
-_T = TypeVar("_T")
 
 log = structlog.get_logger("breaker_service.store")
 
@@ -172,7 +171,7 @@ class ResilientStore:
     async def acquire(self, name: str) -> Decision:
         if not self.degraded:
             try:
-                decision = await _twice(lambda: self._shared.acquire(name))
+                decision = await self._shared.acquire(name)
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
             else:
@@ -185,7 +184,7 @@ class ResilientStore:
     async def record(self, name: str, outcome: Outcome) -> Snapshot:
         if not self.degraded:
             try:
-                return self._remember(await _twice(lambda: self._shared.record(name, outcome)))
+                return self._remember(await self._shared.record(name, outcome))
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
         if outcome.permit is not None and outcome.permit.startswith(LOCAL_PERMIT_PREFIX):
@@ -339,18 +338,6 @@ class ResilientStore:
                 counts=known.snapshot.counts if known is not None else Counts(),
             )
         )
-
-
-async def _twice(call: Callable[[], Awaitable[_T]]) -> _T:
-    """`call()`, and once more if it fails.
-
-    A pooled connection that died in an earlier outage fails once and is then replaced; that alone must not make
-    the replica degraded. Like any retry, this may run a call twice when only its reply was lost.
-    """
-    try:
-        return await call()
-    except StoreUnavailableError:
-        return await call()
 
 
 def _seed(snapshot: Snapshot, seen_ms: int) -> BreakerMachine:
