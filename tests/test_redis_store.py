@@ -23,6 +23,7 @@ from breaker_service.store.base import EVENTS_CHANNEL, Deleted
 from breaker_service.store.keys import AUDIT_KEY, REGISTRY_KEY, breaker_keys, history_key
 from breaker_service.store.redis_store import RedisStore, create_redis
 from breaker_service.store.scripts import SOURCES
+from tests._waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -246,6 +247,63 @@ async def test_redis_down_raises_store_unavailable(redis_server_factory: RedisSe
         assert caught.value.status == 503
         assert not await store.ping()
     finally:
+        await store.close()
+
+
+async def test_a_hung_redis_is_unavailable_not_a_hang(redis_server_factory: RedisServerFactory) -> None:
+    server = redis_server_factory()
+    store = RedisStore(create_redis(server.url, socket_timeout=0.2), resolve_config=resolve)
+    try:
+        await store.start()
+        await store.acquire("a")
+        server.pause()
+
+        with pytest.raises(StoreUnavailableError) as caught:
+            await store.acquire("a")
+
+        assert isinstance(caught.value.__cause__, RedisError)
+        server.resume()
+        assert (await store.acquire("a")).allowed, "the client recovers once Redis answers again"
+    finally:
+        server.resume()
+        await store.close()
+
+
+async def test_an_idle_event_subscription_outlives_the_command_timeout(
+    redis_server_factory: RedisServerFactory,
+) -> None:
+    server = redis_server_factory()
+    store = RedisStore(create_redis(server.url, socket_timeout=0.05), resolve_config=resolve)
+    clock = redis.asyncio.Redis.from_url(server.url)
+    live = asyncio.Event()
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for event in store.events(live):
+            seen.append(event.kind)
+
+    async def a_second_of_redis_time_passed() -> bool:
+        now_s, _ = await clock.time()
+        return bool(now_s >= start_s + 1)
+
+    async def an_event_arrived() -> bool:
+        return bool(seen)
+
+    try:
+        await store.start()
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(live.wait(), timeout=WAIT_TIMEOUT_S)
+        start_s, _ = await clock.time()
+        # Idle for many command timeouts (Redis TIME says when), then publish.
+        await wait_until(a_second_of_redis_time_passed, "a second of Redis time")
+        await store.force("a", State.OPEN, reason="drill", ttl_s=None, actor="ops")
+        await wait_until(an_event_arrived, "the state event")
+
+        assert not consumer.done()
+        assert seen == ["state"]
+        consumer.cancel()
+    finally:
+        await clock.aclose()
         await store.close()
 
 

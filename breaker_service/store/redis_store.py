@@ -86,11 +86,13 @@ def create_redis(
 
     Replies stay bytes (`decode_responses` off): the store decodes them itself. A burst of more concurrent
     requests than `max_connections` waits up to `pool_timeout_s` for a connection instead of failing at once.
-    A command that meets a pooled connection Redis closed (after a restart) is sent once more on a fresh one,
-    and connecting gives up after a second, so an outage turns into degraded answers quickly.
+    A command that meets a pooled connection Redis closed (after a restart) is sent once more on a fresh one;
+    connecting gives up after a second and a command after two (a Redis that hangs rather than refuses), so an
+    outage turns into degraded answers quickly. Blocking pub/sub reads are exempt from the command timeout.
     """
     options.setdefault("retry", Retry(NoBackoff(), 1))
     options.setdefault("socket_connect_timeout", 1.0)
+    options.setdefault("socket_timeout", 2.0)
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections, **options)
     parts = urllib.parse.urlsplit(url)
