@@ -143,7 +143,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             await store.declare(name, declared.config)
         log.info("config loaded", source=ctx.config.source, declared=len(ctx.config.breakers))
         ctx.use_monitor(HealthMonitor(store, ctx.config))
-        async with watch_transitions(ctx), ctx.monitor.running():
+        async with ctx.hub.running(store), watch_transitions(ctx), ctx.monitor.running():
             try:
                 yield
             finally:
@@ -156,7 +156,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def watch_transitions(ctx: AppContext) -> AsyncIterator[None]:
     """Log and count every transition on the events channel (on Redis: every replica sees every transition)."""
-    task = asyncio.create_task(events.watch_transitions(ctx.store, ctx.metrics), name="transition-watch")
+    task = asyncio.create_task(events.watch_transitions(ctx.hub, ctx.metrics), name="transition-watch")
     try:
         yield
     finally:

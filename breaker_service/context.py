@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, cast
 
 from breaker_service.errors import StoreUnavailableError
+from breaker_service.event_hub import EventHub
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
@@ -36,6 +37,8 @@ class AppContext:
         self.config = config
         self.auth = auth
         self.metrics = metrics
+        self.hub = EventHub()
+        """The replica's one subscription to the store's events, shared by every `/events` stream."""
         self.stopping = asyncio.Event()
         """Set when the server begins to shut down: event streams end so connections can close."""
         self._store = store

@@ -10,13 +10,17 @@ import pytest
 
 from breaker_client._models import BreakerConfig, State
 from breaker_service.app import context_of
+from breaker_service.event_hub import EventHub
+from breaker_service.store.base import EVENTS_CHANNEL
 from breaker_service.store.memory_store import MemoryStore
+from breaker_service.store.redis_store import RedisStore, create_redis
 from tests.fixtures.app import CLIENT, SEED_BREAKERS, assert_error, make_settings, running_app, store_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     import httpx
+    import redis.asyncio
     from starlette.applications import Starlette
     from starlette.types import Message
 
@@ -137,3 +141,51 @@ async def test_events_end_when_the_server_stops(sse_app: Starlette) -> None:
 
 async def test_events_need_the_reader_role(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/events"), 401, "ORC_007")
+
+
+async def test_every_stream_shares_the_replicas_one_redis_subscription(
+    redis_url: str, redis_client: redis.asyncio.Redis
+) -> None:
+    store = RedisStore(create_redis(redis_url), resolve_config=lambda _: BreakerConfig())
+    async with running_app(make_settings(), store) as (app, _):
+        first = [EventStreamCall(app, CLIENT) for _ in range(10)]
+        second = [EventStreamCall(app, CLIENT) for _ in range(20)]
+        opened: list[list[str]] = []
+        held: list[int] = []
+        for calls in (first, second):
+            for call in calls:
+                call.start()
+            opened.append([parse(await call.next_frame())["event"] for call in calls])
+            held.append(await subscribers(redis_client))
+        await store.force("db", State.OPEN, reason="maintenance", ttl_s=None, actor="ops")
+        states = [parse(await call.next_frame())["event"] for call in first + second]
+        for call in first + second:
+            call.disconnect()
+            assert call.task is not None
+            await call.task
+
+    assert opened == [["snapshot"] * 10, ["snapshot"] * 20]
+    assert states == ["state"] * 30
+    assert held[0] == held[1] <= 2, "streams share the hub's subscription (plus the health monitor's)"
+
+
+async def test_a_listener_that_falls_behind_is_cut_off() -> None:
+    store = MemoryStore(resolve_config=lambda _: BreakerConfig())
+    hub = EventHub(backlog=2)
+    async with hub.running(store):
+        await asyncio.wait_for(hub.live.wait(), timeout=5)
+        with hub.listening() as slow, hub.listening() as keeping_up:
+            for attempt in range(3):
+                await store.force("db", State.OPEN, reason=f"drill {attempt}", ttl_s=None, actor="ops")
+                await asyncio.sleep(0)  # let the hub hand the event out
+                assert (await keeping_up.get()) is not None
+
+            received = [slow.get_nowait() for _ in range(slow.qsize())]
+
+    assert len(received) == 3
+    assert received[-1] is None, "the third event found the slow listener's backlog full"
+
+
+async def subscribers(client: redis.asyncio.Redis) -> int:
+    [(_, count)] = await client.pubsub_numsub(EVENTS_CHANNEL)
+    return int(count)
