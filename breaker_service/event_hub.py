@@ -2,8 +2,10 @@
 
 A Redis subscription holds a connection from the pool the scripts also use; one per `/events` stream would let a
 few hundred orchestrator replicas exhaust the pool and stall acquire and record. The hub subscribes once and hands
-each event to every listener's queue. A listener that falls more than `backlog` events behind is cut off (it gets
-`None` and should end: an SSE client reconnects and takes a fresh snapshot).
+each event to every listener's queue. After each `state` event it also hands out a `breaker` event with the
+breaker's snapshot (forced? until when?), read once per replica, so that clients need not each fetch it.
+A listener that falls more than `backlog` events behind is cut off (it gets `None` and should end: an SSE client
+reconnects and takes a fresh snapshot).
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from breaker_client._models import Transition
+from breaker_service.errors import ServiceError
+from breaker_service.store.base import StoreEvent
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from breaker_service.store.base import BreakerStore, StoreEvent
+    from breaker_service.store.base import BreakerStore
 
 BACKLOG: Final = 10_000
 RETRY_MIN_S: Final = 0.5
@@ -65,6 +71,8 @@ class EventHub:
                 async for event in store.events(self.live):
                     delay_s = RETRY_MIN_S
                     self._hand_out(event)
+                    if isinstance(event.data, Transition):
+                        await self._hand_out_snapshot(store, event.data.name)
                 return  # the store closed its feed
             except Exception as exc:
                 # Events may have been missed: listeners end (SSE clients reconnect for a fresh snapshot).
@@ -74,6 +82,13 @@ class EventHub:
                 self._cut_off_all()
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, RETRY_MAX_S)
+
+    async def _hand_out_snapshot(self, store: BreakerStore, name: str) -> None:
+        try:
+            snapshot = await store.snapshot(name)
+        except ServiceError:
+            return  # deleted meanwhile, or the store is down: clients fetch it themselves
+        self._hand_out(StoreEvent(kind="breaker", data=snapshot))
 
     def _hand_out(self, event: StoreEvent) -> None:
         for listener in list(self._listeners):

@@ -109,6 +109,15 @@ async def test_events_open_with_a_snapshot_then_stream_changes(sse_app: Starlett
     assert state["id"] == f"{stream_id}-1"
     transition = msgspec.json.decode(state["data"])
     assert (transition["name"], transition["to"], transition["actor"]) == ("db", "OPEN", "ops")
+    breaker = parse(await call.next_frame())
+    assert breaker["event"] == "breaker", "each transition is followed by the breaker's snapshot"
+    assert breaker["id"] == f"{stream_id}-2"
+    snapshot_after = msgspec.json.decode(breaker["data"])
+    assert (snapshot_after["name"], snapshot_after["forced"], snapshot_after["generation"]) == (
+        "db",
+        "OPEN",
+        transition["generation"],
+    )
     await store_of(sse_app).delete("db", actor="ops", reason="gone")
     deleted = parse(await call.next_frame())
     assert (deleted["event"], deleted["data"]) == ("deleted", '{"name":"db"}')

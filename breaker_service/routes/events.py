@@ -1,7 +1,8 @@
 """`GET /events`: Server-Sent Events.
 
 On open, one `snapshot` event (`{"breakers": [Snapshot]}`), then every store event as an SSE event named by its
-kind (`state`, `failures`, `config`, `deleted`, and `mode` for the degradation mode) with its JSON as data, each
+kind (`state`, `failures`, `config`, `deleted`, `mode` for the degradation mode, and `breaker`: the snapshot
+that follows each `state` event, so clients learn a force or an open time without asking) with its JSON as data, each
 with an `id:` of `<stream-start-ms>-<seq>`, and a `: keepalive` comment line after each quiet
 `BREAKER_SSE_KEEPALIVE_S`.
 

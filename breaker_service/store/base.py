@@ -35,7 +35,7 @@ class Deleted(msgspec.Struct, frozen=True, kw_only=True):
 class StoreEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One message on the events channel: `{"kind": ..., "data": ...}`."""
 
-    kind: Literal["state", "failures", "config", "deleted", "mode"]
+    kind: Literal["state", "failures", "config", "deleted", "mode", "breaker"]
     data: Transition | FailureSignal | Snapshot | Deleted | Degradation | msgspec.Raw
 
 

@@ -32,6 +32,7 @@ __all__ = ["Admission", "Route", "Ticket"]
 
 _log = structlog.get_logger("breaker_client")
 _MAX_DURATION_MS: Final = MAX_SECONDS * 1000
+_REFRESH_GRACE_S: Final = 0.25
 _BUDGET_POLL_FIRST_S: Final = 0.005
 _BUDGET_POLL_MAX_S: Final = 0.1
 
@@ -255,6 +256,12 @@ class Admission:
 
     async def _refresh(self, name: str) -> None:
         try:
+            # The service follows each transition with the breaker's snapshot on the stream; ask only if it does
+            # not come, so a transition does not bring one request from every client of the fleet at once.
+            await asyncio.sleep(_REFRESH_GRACE_S)
+            view = self._views.get(name)
+            if view is not None and not view.stale:
+                return
             self._views.apply_snapshot(await self._connection.snapshot(name), from_stream=False)
         except NotFoundError:
             self._forget(name)

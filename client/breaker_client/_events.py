@@ -160,7 +160,7 @@ class EventStream:
                         self._on_transition(transition.name)
                 case "failures":
                     self._views.apply_failures(_FAILURES.decode(event.data))
-                case "config":
+                case "config" | "breaker":
                     self._views.apply_snapshot(_CONFIG.decode(event.data), from_stream=True)
                 case "deleted":
                     self._views.remove(_DELETED.decode(event.data).name)

@@ -310,3 +310,23 @@ async def test_a_call_waits_for_a_slot_while_the_failure_budget_is_in_flight(
 
     assert await asyncio.gather(*calls) == ["ok"] * (threshold + 1)
     assert in_flight == threshold + 1
+
+
+async def test_a_transition_is_learned_from_the_stream_without_a_request(
+    make_client: ClientFactory, service: ServiceHarness
+) -> None:
+    client, transport = await make_client()
+    await earn_fast_path(client, "payments")
+    transport.clear()
+
+    await service.admin("POST", "/breakers/payments/force-open", {"reason": "drill", "ttl_s": 60})
+    await client.wait_for(
+        lambda c: (
+            (v := c.view("payments")) is not None and v.forced is State.OPEN and not v.stale and v.deadline is not None
+        )
+    )
+
+    assert transport.to("/breakers/payments") == [], "the snapshot came on the stream: no client fetched it"
+    with pytest.raises(CircuitOpenError):
+        await client.breaker("payments").call(ok)
+    assert transport.exchanges == [], "a breaker known forced OPEN is refused without a request"
