@@ -1,17 +1,24 @@
-# One command to serve, one to test. Both set up .venv first (Python 3.11+ and the package registries only).
+# One command to serve, one to test. Both set up .venv first from the lock file (uv.lock), with only
+# Python 3.11+ and the package registries. uv itself comes pinned, with hashes, from requirements-bootstrap.txt.
 PYTHON ?= python3
 VENV   ?= .venv
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LATEST := .venv-latest
 
-.PHONY: setup run test lint typecheck pytest bench clean
+.PHONY: setup run test lint typecheck pytest test-latest lock bench demo clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml client/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
+$(UV): requirements-bootstrap.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --require-hashes -r requirements-bootstrap.txt
+	touch $(UV)
+
+$(STAMP): $(UV) uv.lock pyproject.toml client/pyproject.toml
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-packages --all-extras --python $(PYTHON) --quiet
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,9 +36,23 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Refresh the lock file to the newest versions the ranges in both pyproject.toml allow.
+lock: $(UV)
+	$(UV) lock --upgrade
+
+# The whole suite against the newest versions the ranges allow, ignoring the lock file: a release that
+# breaks us is found on purpose. Uses its own venv so .venv stays on the lock.
+test-latest: $(UV)
+	rm -rf $(LATEST)
+	$(UV) venv --quiet --python $(PYTHON) $(LATEST)
+	VIRTUAL_ENV=$(CURDIR)/$(LATEST) $(UV) pip install --quiet --upgrade --resolution highest \
+		-e './client[requests]' -e '.[dev]'
+	touch $(LATEST)/.installed
+	$(MAKE) lint typecheck pytest VENV=$(LATEST)
+
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_service.py
 	$(BIN)/python scripts/bench_client.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
+	rm -rf $(VENV) $(LATEST) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -1,3 +1,3 @@
 """Shared circuit-breaker service."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

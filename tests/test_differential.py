@@ -529,7 +529,7 @@ async def tap(redis_client: redis.asyncio.Redis) -> AsyncIterator[EventTap]:
         await events.subscribe()
         yield events
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        await pubsub.aclose()
 
 
 async def test_virtual_clock_reaches_the_scripts(redis_client: redis.asyncio.Redis) -> None:

@@ -105,7 +105,7 @@ def create_redis(
     sentinels = [(host, int(port or 26379)) for host, _, port in (h.partition(":") for h in hosts.split(","))]
     if parts.password is not None:
         options.setdefault("password", urllib.parse.unquote(parts.password))
-    sentinel = Sentinel(sentinels, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    sentinel = Sentinel(sentinels, **options)
     client: redis.asyncio.Redis = sentinel.master_for(parts.path.strip("/"))
     return client
 
@@ -246,7 +246,7 @@ class RedisStore:
                 if message is not None and (event := _event(message["data"])) is not None:
                     yield event
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await pubsub.aclose()
 
     async def _creating(
         self, name: str, run: Callable[[], Awaitable[_T | None]], config: BreakerConfig | None = None

@@ -32,6 +32,8 @@ from breaker_client._retry import RetryPolicy, parse_retry_after
 from breaker_client._transport import BreakerTransport, host_breaker_name
 from breaker_client._views import BreakerView
 
+__version__ = "0.2.0"
+
 __all__ = [
     "CORRELATION_HEADER",
     "NO_FALLBACK",
@@ -68,6 +70,7 @@ __all__ = [
     "ValidationError",
     "WorkQueue",
     "WorkflowError",
+    "__version__",
     "correlation_id",
     "current_correlation_id",
     "default_failure_status",
