@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from breaker_client._catalogue import ErrorCode
+from breaker_client.protocol.catalogue import ErrorCode
 from breaker_service.auth import Authenticator
 from breaker_service.config import ConfigResolver, ServiceConfig, load_config
 from breaker_service.context import AppContext
@@ -25,7 +25,7 @@ from breaker_service.responses import MsgspecResponse, error_body, error_respons
 from breaker_service.routes import breakers, degradation, events, health, meta
 from breaker_service.routes import queues as queue_routes
 from breaker_service.settings import Settings
-from breaker_service.store.memory_store import MemoryStore
+from breaker_service.store.breaker_memory import MemoryStore
 from breaker_service.store.queue_base import QueueLimits
 from breaker_service.store.queue_memory import MemoryQueueStore
 
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from breaker_service.store.base import BreakerStore
+    from breaker_service.store.breaker_base import BreakerStore
+    from breaker_service.store.connection_redis import RedisClient
     from breaker_service.store.queue_base import QueueStore
-    from breaker_service.store.scripts import RedisClient
 
 log = structlog.get_logger("breaker_service")
 
@@ -91,8 +91,9 @@ def build_store(settings: Settings, config: ServiceConfig, redis: RedisClient | 
     if settings.redis_url is None:
         return MemoryStore(resolve_config=resolve, max_breakers=settings.max_breakers)
     # Imported here: the Redis modules are not needed (nor loaded) on the memory store.
-    from breaker_service.store.redis_store import RedisStore, create_redis
-    from breaker_service.store.resilient import ResilientStore
+    from breaker_service.store.breaker_redis import RedisStore
+    from breaker_service.store.breaker_resilient import ResilientStore
+    from breaker_service.store.connection_redis import create_redis
 
     client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
     shared = RedisStore(client, resolve_config=resolve, max_breakers=settings.max_breakers)
@@ -104,8 +105,8 @@ def build_queues(settings: Settings, config: ServiceConfig, redis: RedisClient |
     limits = QueueLimits({name: queue.max_attempts for name, queue in config.queues.items()})
     if settings.redis_url is None:
         return MemoryQueueStore(max_attempts=limits)
+    from breaker_service.store.connection_redis import create_redis
     from breaker_service.store.queue_redis import RedisQueueStore
-    from breaker_service.store.redis_store import create_redis
 
     client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
     return RedisQueueStore(client, max_attempts=limits, owns_client=redis is None)
@@ -115,7 +116,7 @@ def shared_redis(settings: Settings) -> RedisClient | None:
     """One Redis client for the breaker store and the queues (None without REDIS_URL)."""
     if settings.redis_url is None:
         return None
-    from breaker_service.store.redis_store import create_redis
+    from breaker_service.store.connection_redis import create_redis
 
     return create_redis(settings.redis_url, cluster=settings.redis_cluster)
 
@@ -142,7 +143,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for name, declared in ctx.config.breakers.items():
             await store.declare(name, declared.config)
         log.info("config loaded", source=ctx.config.source, declared=len(ctx.config.breakers))
-        ctx.use_monitor(HealthMonitor(store, ctx.config))
+        ctx.use_monitor(HealthMonitor(store, ctx.config, ctx.hub))
         async with ctx.hub.running(store), watch_transitions(ctx), ctx.monitor.running():
             try:
                 yield

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Final, TypeVar
 import msgspec
 from msgspec import Meta, Struct, field
 
-from breaker_client._models import NAME_PATTERN, BreakerConfig, PositiveInt, is_valid_name
+from breaker_client.protocol.models import NAME_PATTERN, BreakerConfig, PositiveInt, is_valid_name
 
 T = TypeVar("T", bound=Struct)
 

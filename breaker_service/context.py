@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from breaker_service.metrics import Metrics
     from breaker_service.monitor import HealthMonitor
     from breaker_service.settings import Settings
-    from breaker_service.store.base import BreakerStore
+    from breaker_service.store.breaker_base import BreakerStore
     from breaker_service.store.queue_base import QueueStore
 
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final
 from msgspec import Struct
 
 # msgspec reads the Structs' annotations at runtime, so the types they name are imported at runtime.
-from breaker_client._models import PositiveSeconds, Reason, State  # noqa: TC001
+from breaker_client.protocol.models import PositiveSeconds, Reason, State  # noqa: TC001
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from breaker_client._catalogue import STATUS, ErrorCode
+from breaker_client.protocol.catalogue import STATUS, ErrorCode
 
 
 class ServiceError(Exception):

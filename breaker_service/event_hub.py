@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from breaker_client._models import Transition
+from breaker_client.protocol.models import Transition
 from breaker_service.errors import ServiceError
-from breaker_service.store.base import StoreEvent
+from breaker_service.events import StoreEvent
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from breaker_service.store.base import BreakerStore
+    from breaker_service.store.breaker_base import BreakerStore
 
 BACKLOG: Final = 10_000
 RETRY_MIN_S: Final = 0.5

@@ -17,7 +17,7 @@ import msgspec
 import structlog
 from starlette.datastructures import Headers
 
-from breaker_client._catalogue import ErrorCode
+from breaker_client.protocol.catalogue import ErrorCode
 from breaker_service.errors import ServiceError
 from breaker_service.responses import MsgspecResponse, error_body, error_response
 

@@ -12,7 +12,7 @@ from breaker_service.logs import route_template
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from breaker_client._models import Decision, Outcome, Transition
+    from breaker_client.protocol.models import Decision, Outcome, Transition
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 

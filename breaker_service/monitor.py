@@ -4,7 +4,7 @@ It reads the health of every config-file breaker (breaker state + cached probe) 
 the mode (rules in `breaker_service.degradation`) and settles it in the status store, which publishes a `mode`
 event when it changes. While running it keeps three background tasks: probe rounds every quarter probe interval,
 a settle after each round, each `state`/`deleted` event of a declared breaker and at least every quarter interval
-(which also catches a forced mode's end), and the subscription to the store's events that drives those settles.
+(which also catches a forced mode's end), and a listener on the replica's `EventHub` that drives those settles.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 import httpx
 import structlog
 
-from breaker_client._models import Snapshot, State
+from breaker_client.protocol.models import Snapshot, State
 from breaker_service.degradation import (
     LIFT_REASON,
     Degradation,
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from breaker_service.config import ServiceConfig
-    from breaker_service.store.base import BreakerStore
-    from breaker_service.store.status import ModeRecord
+    from breaker_service.event_hub import EventHub
+    from breaker_service.store.breaker_base import BreakerStore
+    from breaker_service.store.status_base import ModeRecord
 
 STORE_KEY: Final = "redis"
 """The store's key among the dependencies, as in the contract's example, whichever store runs."""
@@ -77,8 +78,11 @@ class HealthReport:
 class HealthMonitor:
     """Health checks, the mode, and the background work that keeps them current, for one replica."""
 
-    def __init__(self, store: BreakerStore, config: ServiceConfig, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, store: BreakerStore, config: ServiceConfig, hub: EventHub, *, http: httpx.AsyncClient | None = None
+    ) -> None:
         self._store = store
+        self._hub = hub
         self._status = store.status_store()
         self._declared = sorted(config.breakers)
         targets = {name: b.probe_url for name, b in config.breakers.items() if b.probe_url is not None}
@@ -255,12 +259,13 @@ class HealthMonitor:
     async def _watch(self) -> None:
         declared = set(self._declared)
         while not _stop_requested():
-            try:
-                async for event in self._store.events():
+            # The replica's one subscription (the hub); a listener cut off (feed lost) listens again, and the
+            # settle rounds cover what fell in between.
+            with self._hub.listening() as listener:
+                while (event := await listener.get()) is not None:
                     if event.kind in ("state", "deleted") and getattr(event.data, "name", None) in declared:
                         self._dirty.set()
-            except Exception as exc:
-                log.info("health watch: the store's event feed failed; subscribing again", error=repr(exc))
+            self._dirty.set()
             if not _stop_requested():
                 await asyncio.sleep(self._tick_s)
 

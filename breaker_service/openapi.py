@@ -8,7 +8,7 @@ import msgspec
 from starlette.routing import BaseRoute, Route
 
 import breaker_service
-from breaker_client._models import ErrorBody
+from breaker_client.protocol.models import ErrorBody
 from breaker_service.routes.common import OPERATIONS, Name, Operation
 
 if TYPE_CHECKING:

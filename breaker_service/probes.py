@@ -26,7 +26,7 @@ from breaker_service.errors import StoreUnavailableError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from breaker_service.store.status import StatusStore
+    from breaker_service.store.status_base import StatusStore
 
 CACHE_INTERVALS: Final = 3
 USER_AGENT: Final = f"breaker-service-probe/{breaker_service.__version__}"

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from starlette.responses import Response
 
-from breaker_client._catalogue import ErrorCode
-from breaker_client._models import JSON_ENCODER, ErrorBody, ErrorDetail
+from breaker_client.protocol.catalogue import ErrorCode
+from breaker_client.protocol.models import JSON_ENCODER, ErrorBody, ErrorDetail
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

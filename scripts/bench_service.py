@@ -29,10 +29,10 @@ if str(REPO_ROOT) not in sys.path:
 
 import redis.asyncio  # noqa: E402
 
-from breaker_client._models import BreakerConfig  # noqa: E402
-from breaker_service.store.base import EVENTS_CHANNEL  # noqa: E402
+from breaker_client.protocol.models import BreakerConfig  # noqa: E402
+from breaker_service.events import EVENTS_CHANNEL  # noqa: E402
 from breaker_service.store.keys import breaker_keys  # noqa: E402
-from breaker_service.store.scripts import SOURCES, BreakerScripts  # noqa: E402
+from breaker_service.store.scripts_redis import SOURCES, BreakerScripts  # noqa: E402
 from tests.fixtures.process import HOST  # noqa: E402
 from tests.fixtures.redis_server import RedisServer  # noqa: E402
 from tests.fixtures.service import ServiceProcess, deployed_env  # noqa: E402

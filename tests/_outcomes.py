@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from breaker_client._models import Outcome, State
+from breaker_client.protocol.models import Outcome, State
 
 AUTOMATIC_REASONS: Final = {
     "failure threshold reached": (State.CLOSED, State.OPEN),

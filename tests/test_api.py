@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from breaker_client._models import BreakerConfig, State
-from breaker_service.store.memory_store import MemoryStore
+from breaker_client.protocol.models import BreakerConfig, State
+from breaker_service.store.breaker_memory import MemoryStore
 from tests.fixtures.app import (
     ADMIN,
     CLIENT,

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from breaker_client._models import BreakerConfig
+from breaker_client.protocol.models import BreakerConfig
 from breaker_service.app import create_app
 from breaker_service.config import ConfigError, ConfigResolver, load_config, parse_config
 from breaker_service.settings import Settings, SettingsError
-from breaker_service.store.memory_store import MemoryStore
+from breaker_service.store.breaker_memory import MemoryStore
 from tests.fixtures.app import CLIENT, CLIENT_TOKEN, SEED_BREAKERS, running_app
 
 if TYPE_CHECKING:

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 import msgspec
 import pytest
 
-from breaker_client._models import (
+from breaker_client.protocol.models import (
     TRANSITIONS,
     BreakerConfig,
     Decision,
+    Deleted,
     FailureSignal,
     Snapshot,
     State,
@@ -29,14 +30,16 @@ from breaker_client._models import (
 )
 from breaker_service.degradation import Degradation
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
-from breaker_service.store.base import BreakerStore, ConfigResolver, Deleted, StoreEvent
-from breaker_service.store.memory_store import MemoryStore
+from breaker_service.store.breaker_memory import MemoryStore
 from tests._outcomes import AUTOMATIC_REASONS, failure, success
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     import redis.asyncio
+
+    from breaker_service.events import StoreEvent
+    from breaker_service.store.breaker_base import BreakerStore, ConfigResolver
 
 Backend = Literal["memory", "redis"]
 T0_MS: Final = 1_700_000_000_000
@@ -165,7 +168,8 @@ async def kit(backend: Backend, redis_target: RedisTarget | None) -> AsyncIterat
 
         built = StoreKit(backend=backend, clock=fake, open_store=open_memory)
     else:
-        from breaker_service.store.redis_store import RedisStore, create_redis
+        from breaker_service.store.breaker_redis import RedisStore
+        from breaker_service.store.connection_redis import create_redis
 
         url = redis_target.url
 

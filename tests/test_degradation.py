@@ -8,11 +8,11 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from breaker_client._models import BreakerConfig
+from breaker_client.protocol.models import BreakerConfig
 from breaker_service.config import ConfigResolver, load_config
 from breaker_service.degradation import Mode, derive_mode
+from breaker_service.store.breaker_memory import MemoryStore
 from breaker_service.store.keys import MODE_FORCED_KEY
-from breaker_service.store.memory_store import MemoryStore
 from tests._clock import T0_MS, ManualClock
 from tests._waiting import wait_until
 from tests.fixtures.app import ADMIN, CLIENT, SEED_BREAKERS, assert_error, make_settings, running_app
@@ -195,7 +195,8 @@ async def test_a_forced_ttl_runs_out_in_redis_time(any_app: Starlette, any_clien
 
 
 async def test_the_override_key_expires_in_redis(redis_client: redis.asyncio.Redis, redis_url: str) -> None:
-    from breaker_service.store.redis_store import RedisStore, create_redis
+    from breaker_service.store.breaker_redis import RedisStore
+    from breaker_service.store.connection_redis import create_redis
 
     store = RedisStore(create_redis(redis_url), resolve_config=ConfigResolver(load_config()))
     async with running_app(make_settings(), store) as (_, client):
@@ -264,7 +265,8 @@ async def test_mode_changes_are_mode_events(any_app: Starlette, any_client: http
 async def test_a_change_on_one_replica_is_one_event_on_every_replica(
     redis_client: redis.asyncio.Redis, redis_url: str
 ) -> None:
-    from breaker_service.store.redis_store import RedisStore, create_redis
+    from breaker_service.store.breaker_redis import RedisStore
+    from breaker_service.store.connection_redis import create_redis
 
     def store() -> RedisStore:
         return RedisStore(create_redis(redis_url), resolve_config=ConfigResolver(load_config()))

@@ -1,7 +1,7 @@
 """Differential test: the Lua scripts and the Python machine agree step by step on random operation sequences.
 
 The Lua scripts read Redis `TIME`; to run both sides on the same clock the test builds its own copy of the
-production sources (`breaker_service.store.scripts.SOURCES`) in which the `TIME` reply is made from the last
+production sources (`breaker_service.store.scripts_redis.SOURCES`) in which the `TIME` reply is made from the last
 ARGV, a virtual "now" in ms, and calls them with `BreakerScripts`' KEYS/ARGV layout plus that argument. The
 production scripts and module globals are left alone. The Python side is `BreakerMachine` itself; configure,
 which the machine has no method for, follows `MemoryStore.configure`.
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 import msgspec
 import pytest
 
-from breaker_client._machine import WINDOW_BUCKETS, BreakerMachine, Event
-from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
-from breaker_service.store.base import EVENTS_CHANNEL
+from breaker_client.protocol.machine import WINDOW_BUCKETS, BreakerMachine, Event
+from breaker_client.protocol.models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
+from breaker_service.events import EVENTS_CHANNEL
 from breaker_service.store.keys import breaker_keys, history_key, permits_key, state_key, window_key
-from breaker_service.store.scripts import SOURCES, _decision, _snapshot
+from breaker_service.store.scripts_redis import SOURCES, _decision, _snapshot
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

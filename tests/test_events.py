@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 
-from breaker_client._models import BreakerConfig, State
+from breaker_client.protocol.models import BreakerConfig, State
 from breaker_service.app import context_of
 from breaker_service.event_hub import EventHub
-from breaker_service.store.base import EVENTS_CHANNEL
-from breaker_service.store.memory_store import MemoryStore
-from breaker_service.store.redis_store import RedisStore, create_redis
+from breaker_service.events import EVENTS_CHANNEL
+from breaker_service.store.breaker_memory import MemoryStore
+from breaker_service.store.breaker_redis import RedisStore
+from breaker_service.store.connection_redis import create_redis
 from tests.fixtures.app import CLIENT, SEED_BREAKERS, assert_error, make_settings, running_app, store_of
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from breaker_client._models import BreakerConfig
-from breaker_service.store.memory_store import MemoryStore
+from breaker_client.protocol.models import BreakerConfig
+from breaker_service.store.breaker_memory import MemoryStore
 from tests.fixtures.app import ADMIN, CLIENT, SEED_BREAKERS, assert_error, make_settings, running_app
 
 if TYPE_CHECKING:
@@ -46,7 +46,8 @@ async def test_not_ready_while_the_store_is_unreachable() -> None:
 
 
 async def test_not_ready_when_redis_goes_away(redis_server_factory: RedisServerFactory) -> None:
-    from breaker_service.store.redis_store import RedisStore, create_redis
+    from breaker_service.store.breaker_redis import RedisStore
+    from breaker_service.store.connection_redis import create_redis
 
     server = redis_server_factory()
     store = RedisStore(create_redis(server.url), resolve_config=lambda _: BreakerConfig())

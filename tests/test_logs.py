@@ -11,9 +11,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from breaker_client._models import BreakerConfig, Snapshot
+from breaker_client.protocol.models import BreakerConfig, Snapshot
 from breaker_service.logs import configure_logging, pick_correlation_id
-from breaker_service.store.memory_store import MemoryStore
+from breaker_service.store.breaker_memory import MemoryStore
 from tests.fixtures.app import ADMIN, CLIENT, assert_error, make_settings, running_app
 
 if TYPE_CHECKING:

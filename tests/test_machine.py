@@ -7,8 +7,8 @@ from typing import Final
 
 import pytest
 
-from breaker_client._machine import BreakerMachine, Event
-from breaker_client._models import TRANSITIONS, BreakerConfig, FailureSignal, Outcome, State, Transition
+from breaker_client.protocol.machine import BreakerMachine, Event
+from breaker_client.protocol.models import TRANSITIONS, BreakerConfig, FailureSignal, Outcome, State, Transition
 from tests._outcomes import AUTOMATIC_REASONS, failure, success
 
 T0: Final = 1_700_000_000_000

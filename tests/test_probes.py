@@ -9,9 +9,9 @@ import pytest
 
 from breaker_service.config import ConfigError, ConfigResolver, load_config, parse_config
 from breaker_service.probes import Prober, probe
+from breaker_service.store.breaker_memory import MemoryStore
 from breaker_service.store.keys import probe_key, probe_lease_key
-from breaker_service.store.memory_store import MemoryStore
-from breaker_service.store.status import MemoryStatusStore
+from breaker_service.store.status_memory import MemoryStatusStore
 from tests._clock import ManualClock
 from tests._waiting import wait_until
 from tests.fixtures.app import CLIENT, make_settings, running_app
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     import redis.asyncio
 
-    from breaker_service.store.status import StatusStore
+    from breaker_service.store.status_base import StatusStore
     from tests.fixtures.dependency import Dependency
     from tests.fixtures.redis_server import RedisServerFactory
 
@@ -106,8 +106,8 @@ async def test_the_memory_store_grants_one_probe_per_interval(dependency: Depend
 async def test_replicas_on_one_redis_probe_once_per_interval(
     redis_url: str, redis_client: redis.asyncio.Redis, dependency: Dependency, http: httpx.AsyncClient
 ) -> None:
-    from breaker_service.store.redis_status import RedisStatusStore
-    from breaker_service.store.redis_store import create_redis
+    from breaker_service.store.connection_redis import create_redis
+    from breaker_service.store.status_redis import RedisStatusStore
 
     first_redis, second_redis = create_redis(redis_url), create_redis(redis_url)
     # An interval far longer than the rounds take on a busy machine; the test ends the lease itself.
@@ -133,8 +133,8 @@ async def test_replicas_on_one_redis_probe_once_per_interval(
 async def test_without_the_store_a_replica_probes_on_its_own(
     redis_server_factory: RedisServerFactory, dependency: Dependency, http: httpx.AsyncClient
 ) -> None:
-    from breaker_service.store.redis_status import RedisStatusStore
-    from breaker_service.store.redis_store import create_redis
+    from breaker_service.store.connection_redis import create_redis
+    from breaker_service.store.status_redis import RedisStatusStore
 
     server = redis_server_factory()
     client = create_redis(server.url)
@@ -155,7 +155,8 @@ async def test_without_the_store_a_replica_probes_on_its_own(
 async def test_two_apps_on_one_redis_probe_once(
     tmp_path: Path, redis_url: str, redis_client: redis.asyncio.Redis, dependency: Dependency
 ) -> None:
-    from breaker_service.store.redis_store import RedisStore, create_redis
+    from breaker_service.store.breaker_redis import RedisStore
+    from breaker_service.store.connection_redis import create_redis
 
     path = write_config(tmp_path, {"payments": f"{dependency.url}/health"})
     settings = make_settings(config_path=str(path))

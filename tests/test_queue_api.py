@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
-from breaker_client._models import BreakerConfig
+from breaker_client.protocol.models import BreakerConfig
 from breaker_service.config import QueueConfig, ServiceConfig
 from breaker_service.store.queue_base import QueueLimits
 from breaker_service.store.queue_memory import MemoryQueueStore
@@ -39,8 +39,8 @@ async def queue_store(url: str | None) -> QueueStore:
     limits = QueueLimits({DECLARED: 2})
     if url is None:
         return MemoryQueueStore(max_attempts=limits)
+    from breaker_service.store.connection_redis import create_redis
     from breaker_service.store.queue_redis import RedisQueueStore
-    from breaker_service.store.redis_store import create_redis
 
     redis = create_redis(url)
     await redis.flushdb()
@@ -273,8 +273,8 @@ async def test_wrong_method_is_405(probed: tuple[httpx.AsyncClient, str], method
 async def test_every_queue_route_is_503_while_redis_is_unreachable(
     method: str, suffix: str, body: bytes | None
 ) -> None:
+    from breaker_service.store.connection_redis import create_redis
     from breaker_service.store.queue_redis import RedisQueueStore
-    from breaker_service.store.redis_store import create_redis
 
     settings = make_settings()
     queues = RedisQueueStore(create_redis(f"redis://127.0.0.1:{free_port()}/0"), owns_client=True)

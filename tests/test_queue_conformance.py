@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     import redis.asyncio
 
-    from breaker_client._queue_models import Job, QueueStats
+    from breaker_client.protocol.queue_models import Job, QueueStats
     from breaker_service.store.queue_base import QueueStore
 
 Backend = Literal["memory", "redis"]
@@ -55,8 +55,8 @@ class QueueKit:
             self.memory = MemoryQueueStore(max_attempts=limits, clock=self.clock, idempotency_ttl_s=idempotency_ttl_s)
             opened = self.memory
         else:
+            from breaker_service.store.connection_redis import create_redis
             from breaker_service.store.queue_redis import RedisQueueStore
-            from breaker_service.store.redis_store import create_redis
 
             client = create_redis(self.redis_url)
             opened = RedisQueueStore(client, max_attempts=limits, idempotency_ttl_s=idempotency_ttl_s, owns_client=True)
@@ -69,7 +69,7 @@ class QueueKit:
         if self.redis is None:
             assert self.memory is not None
             return [(d.id, d.payload, d.attempts, d.error) for d in self.memory.dead_letters(name)]
-        from breaker_service.store.queue_redis import dead_key
+        from breaker_service.store.keys import dead_key
 
         entries = msgspec.convert(await self.redis.xrange(dead_key(name)), list[tuple[bytes, dict[bytes, bytes]]])
         return [(f[b"id"].decode(), f[b"payload"], int(f[b"attempts"]), f[b"error"].decode()) for _, f in entries]

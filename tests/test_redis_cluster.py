@@ -18,9 +18,10 @@ import httpx
 import pytest
 from redis.crc import key_slot
 
-from breaker_client._models import BreakerConfig, Outcome, State, Transition
+from breaker_client.protocol.models import BreakerConfig, Outcome, State, Transition
+from breaker_service.store.breaker_redis import RedisStore
+from breaker_service.store.connection_redis import create_redis
 from breaker_service.store.keys import state_key
-from breaker_service.store.redis_store import RedisStore, create_redis
 from tests._waiting import wait_until
 from tests.fixtures.process import HOST
 from tests.fixtures.service import CLIENT_HEADERS
@@ -28,7 +29,7 @@ from tests.fixtures.service import CLIENT_HEADERS
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from breaker_service.store.base import StoreEvent
+    from breaker_service.events import StoreEvent
     from tests.fixtures.redis_server import RedisServerFactory
     from tests.fixtures.service import ServiceFactory
 

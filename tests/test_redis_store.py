@@ -17,12 +17,13 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from breaker_client._models import BreakerConfig, Outcome, Snapshot, State, Transition
+from breaker_client.protocol.models import BreakerConfig, Deleted, Outcome, Snapshot, State, Transition
 from breaker_service.errors import BreakerCapError, StoreUnavailableError
-from breaker_service.store.base import EVENTS_CHANNEL, Deleted
+from breaker_service.events import EVENTS_CHANNEL
+from breaker_service.store.breaker_redis import RedisStore
+from breaker_service.store.connection_redis import create_redis
 from breaker_service.store.keys import AUDIT_KEY, REGISTRY_KEY, breaker_keys, history_key
-from breaker_service.store.redis_store import RedisStore, create_redis
-from breaker_service.store.scripts import SOURCES
+from breaker_service.store.scripts_redis import SOURCES
 from tests._waiting import wait_until
 
 if TYPE_CHECKING:

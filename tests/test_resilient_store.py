@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio
 from structlog.testing import capture_logs
 
-from breaker_client._models import BreakerConfig, Outcome, State
+from breaker_client.protocol.models import BreakerConfig, Outcome, State
 from breaker_service.errors import StoreUnavailableError
-from breaker_service.store.base import EVENTS_CHANNEL, StoreEvent
-from breaker_service.store.redis_store import RedisStore
-from breaker_service.store.resilient import LOCAL_PERMIT_PREFIX, ResilientStore
+from breaker_service.events import EVENTS_CHANNEL, StoreEvent
+from breaker_service.store.breaker_redis import RedisStore
+from breaker_service.store.breaker_resilient import LOCAL_PERMIT_PREFIX, ResilientStore
 from tests._waiting import wait_until
 
 if TYPE_CHECKING:

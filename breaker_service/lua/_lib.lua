@@ -1,6 +1,6 @@
--- _lib.lua: the prelude that breaker_service/store/scripts.py puts in front of every operation script (Lua has
--- no `require`), so the state machine's shared parts exist once. It mirrors client/breaker_client/_machine.py
--- rule for rule; docs/semantics.md describes both. Line numbers in script errors count this prelude too.
+-- _lib.lua: the prelude that breaker_service/store/scripts_redis.py puts in front of every operation script (Lua
+-- has no `require`), so the state machine's shared parts exist once. client/breaker_client/protocol/machine.py
+-- mirrors it rule for rule; docs/semantics.md describes both. Line numbers in script errors count this prelude too.
 --
 -- Inputs common to every operation script:
 --   KEYS[1] brk:{name}:state    hash: state fields, counts, permit_seq, `config` (BreakerConfig JSON)

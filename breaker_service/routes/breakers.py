@@ -9,7 +9,7 @@ import structlog
 from starlette.responses import Response
 from starlette.routing import Route
 
-from breaker_client._models import (
+from breaker_client.protocol.models import (
     AcquireRequest,
     BreakerConfig,
     BreakerList,

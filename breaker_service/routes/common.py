@@ -18,7 +18,7 @@ from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response
 
-from breaker_client._models import NAME_PATTERN, Reason
+from breaker_client.protocol.models import NAME_PATTERN, Reason
 from breaker_service.context import context
 from breaker_service.errors import InvalidRequestError
 

@@ -24,7 +24,7 @@ import structlog
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from breaker_client._models import JSON_ENCODER, BreakerList, Transition
+from breaker_client.protocol.models import JSON_ENCODER, BreakerList, Transition
 from breaker_service.auth import Role
 from breaker_service.context import context
 from breaker_service.errors import ServiceError
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from breaker_service.event_hub import EventHub
+    from breaker_service.events import StoreEvent
     from breaker_service.metrics import Metrics
-    from breaker_service.store.base import BreakerStore, StoreEvent
+    from breaker_service.store.breaker_base import BreakerStore
 
 SUBSCRIBE_TIMEOUT_S: Final = 2.0
 KEEPALIVE: Final = b": keepalive\n\n"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Final
 
 from starlette.routing import Route
 
-from breaker_client._models import Health
+from breaker_client.protocol.models import Health
 from breaker_service.auth import Role
 from breaker_service.context import context
 from breaker_service.degradation import DependenciesDetail
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from breaker_service.store.base import BreakerStore
+    from breaker_service.store.breaker_base import BreakerStore
 
 PING_TIMEOUT_S: Final = 2.0
 

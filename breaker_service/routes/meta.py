@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from breaker_client._models import JSON_ENCODER
+from breaker_client.protocol.models import JSON_ENCODER
 from breaker_service.auth import Role
 from breaker_service.context import context
 from breaker_service.metrics import CONTENT_TYPE

@@ -8,7 +8,7 @@ import msgspec
 import structlog
 from starlette.routing import Route
 
-from breaker_client._queue_models import (
+from breaker_client.protocol.queue_models import (
     Acked,
     AckRequest,
     Claimed,

@@ -54,3 +54,18 @@ MODE_FORCED_KEY: Final = "brk:{_mode}:forced"
 """Hash: the admin override, expiring when its ttl runs out."""
 MODE_CHANGE_KEY: Final = "brk:{_mode}:change"
 """Hash: the last admin change of the mode."""
+
+
+def queue_keys(name: str) -> tuple[str, str, str, str, str]:
+    """The KEYS every queue script takes, in the order `lua/queue_lib.lua` documents."""
+    return f"q:{{{name}}}:jobs", f"q:{{{name}}}:leases", f"q:{{{name}}}:retry", f"q:{{{name}}}:attempts", dead_key(name)
+
+
+def dead_key(name: str) -> str:
+    """Stream: the queue's dead letters (fields id, payload, attempts, error)."""
+    return f"q:{{{name}}}:dead"
+
+
+def idem_key(name: str, key: str) -> str:
+    """String: the job id first enqueued with `key`, expiring after the idempotency TTL."""
+    return f"q:{{{name}}}:idem:{key}"

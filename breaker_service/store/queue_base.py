@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from breaker_client._queue_models import Enqueued, Job, Nacked, QueueStats
+    from breaker_client.protocol.queue_models import Enqueued, Job, Nacked, QueueStats
 
 DEFAULT_MAX_ATTEMPTS: Final = 5
 IDEMPOTENCY_TTL_S: Final = 24 * 3600.0

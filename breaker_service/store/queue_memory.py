@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from breaker_client._queue_models import Enqueued, Job, Nacked, QueueStats
-from breaker_service.store.memory_store import Clock, wall_clock_ms
+from breaker_client.protocol.queue_models import Enqueued, Job, Nacked, QueueStats
+from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.store.queue_base import IDEMPOTENCY_TTL_S, LEASE_EXPIRED, NACKED, SWEEP_LIMIT, QueueLimits
 
 if TYPE_CHECKING:

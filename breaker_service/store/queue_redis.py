@@ -15,17 +15,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from breaker_client._queue_models import Enqueued, Job, Nacked, QueueStats
+from breaker_client.protocol.queue_models import Enqueued, Job, Nacked, QueueStats
 from breaker_service.errors import StoreUnavailableError
+from breaker_service.store.connection_redis import unavailable
+from breaker_service.store.keys import idem_key, queue_keys
 from breaker_service.store.queue_base import IDEMPOTENCY_TTL_S, SWEEP_LIMIT, QueueLimits
-from breaker_service.store.redis_store import unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from redis.commands.core import AsyncScript
 
-    from breaker_service.store.scripts import RedisClient
+    from breaker_service.store.connection_redis import RedisClient
 
 GROUP: Final = "workers"
 """The consumer group of every queue."""
@@ -37,21 +38,6 @@ def _read(name: str) -> bytes:
 
 _PRELUDE: Final = _read("queue_lib")
 SOURCES: Final = {op: _PRELUDE + b"\n" + _read(f"queue_{op}") for op in ("enqueue", "claim", "ack", "nack", "stats")}
-
-
-def queue_keys(name: str) -> tuple[str, str, str, str, str]:
-    """The KEYS every queue script takes, in the order `lua/queue_lib.lua` documents."""
-    return f"q:{{{name}}}:jobs", f"q:{{{name}}}:leases", f"q:{{{name}}}:retry", f"q:{{{name}}}:attempts", dead_key(name)
-
-
-def dead_key(name: str) -> str:
-    """Stream: the queue's dead letters (fields id, payload, attempts, error)."""
-    return f"q:{{{name}}}:dead"
-
-
-def idem_key(name: str, key: str) -> str:
-    """String: the job id first enqueued with `key`, expiring after the idempotency TTL."""
-    return f"q:{{{name}}}:idem:{key}"
 
 
 class RedisQueueStore:

@@ -6,7 +6,6 @@ async with BreakerClient("http://breakers:8080", token=TOKEN) as client:
 """
 
 from breaker_client._breaker import NO_FALLBACK, Breaker
-from breaker_client._catalogue import ErrorCode
 from breaker_client._client import BreakerClient
 from breaker_client._correlation import CORRELATION_HEADER, correlation_id, current_correlation_id, use_correlation_id
 from breaker_client._errors import (
@@ -26,11 +25,12 @@ from breaker_client._errors import (
     WorkflowError,
 )
 from breaker_client._failure import FailurePolicy, default_failure_status
-from breaker_client._models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
 from breaker_client._queue import ClaimedJob, DrainReport, Enqueued, Nacked, QueueStats, WorkQueue
 from breaker_client._retry import RetryPolicy, parse_retry_after
 from breaker_client._transport import BreakerTransport, host_breaker_name
 from breaker_client._views import BreakerView
+from breaker_client.protocol.catalogue import ErrorCode
+from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
 
 __version__ = "0.2.0"
 

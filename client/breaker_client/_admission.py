@@ -22,8 +22,8 @@ from breaker_client._batcher import SuccessBatcher
 from breaker_client._correlation import current_correlation_id
 from breaker_client._errors import AuthenticationError, CircuitOpenError, ClientError, ForbiddenError, NotFoundError
 from breaker_client._local import LocalBreakers
-from breaker_client._models import MAX_SECONDS, BreakerConfig, Decision, Outcome, State
 from breaker_client._service import ServiceConnection, is_outage
+from breaker_client.protocol.models import MAX_SECONDS, BreakerConfig, Decision, Outcome, State
 
 if TYPE_CHECKING:
     from breaker_client._views import BreakerView, Epoch, Views

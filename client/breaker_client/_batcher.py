@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from breaker_client._models import Outcome
+from breaker_client.protocol.models import Outcome
 
 __all__ = ["SuccessBatcher"]
 

@@ -26,7 +26,7 @@ from breaker_client._cli_args import HISTORY_MAX, build_parser
 from breaker_client._correlation import CORRELATION_HEADER
 from breaker_client._errors import NotFoundError, ServiceError, TransportError, error_from_response
 from breaker_client._events import SSEParser
-from breaker_client._models import (
+from breaker_client.protocol.models import (
     JSON_ENCODER,
     BreakerList,
     ForceRequest,

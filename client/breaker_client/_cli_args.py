@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from breaker_client._models import MAX_SECONDS, NAME_PATTERN, is_valid_name
+from breaker_client.protocol.models import MAX_SECONDS, NAME_PATTERN, is_valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -10,7 +10,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from breaker_client._models import Snapshot, Transition
+    from breaker_client.protocol.models import Snapshot, Transition
 
 __all__ = ["history_table", "show_snapshot", "snapshots_table", "transition_line"]
 

@@ -11,11 +11,11 @@ from breaker_client._breaker import NO_FALLBACK, Breaker
 from breaker_client._deadlines import Deadlines
 from breaker_client._events import EventStream
 from breaker_client._failure import FailurePolicy
-from breaker_client._models import BreakerConfig, is_valid_name
 from breaker_client._queue import WorkQueue
 from breaker_client._retry import RetryPolicy
 from breaker_client._service import ServiceConnection
 from breaker_client._views import BreakerView, Views
+from breaker_client.protocol.models import BreakerConfig, is_valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -25,8 +25,8 @@ from typing import Any, ClassVar, Final
 
 import msgspec
 
-from breaker_client._catalogue import STATUS, ErrorCode
-from breaker_client._models import ErrorBody
+from breaker_client.protocol.catalogue import STATUS, ErrorCode
+from breaker_client.protocol.models import ErrorBody
 
 __all__ = [
     "AuthenticationError",

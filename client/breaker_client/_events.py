@@ -12,7 +12,7 @@ import msgspec
 import structlog
 
 from breaker_client._errors import ClientError
-from breaker_client._models import BreakerList, FailureSignal, Snapshot, Transition
+from breaker_client.protocol.models import BreakerList, Deleted, FailureSignal, Snapshot, Transition
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,15 +25,11 @@ __all__ = ["EventStream", "SSEParser", "ServerSentEvent"]
 _log = structlog.get_logger("breaker_client")
 
 
-class _Deleted(msgspec.Struct, frozen=True):
-    name: str
-
-
 _SNAPSHOT_LIST: Final = msgspec.json.Decoder(BreakerList)
 _TRANSITION: Final = msgspec.json.Decoder(Transition)
 _FAILURES: Final = msgspec.json.Decoder(FailureSignal)
 _CONFIG: Final = msgspec.json.Decoder(Snapshot)
-_DELETED: Final = msgspec.json.Decoder(_Deleted)
+_DELETED: Final = msgspec.json.Decoder(Deleted)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from breaker_client._correlation import current_correlation_id
-from breaker_client._machine import BreakerMachine, Event
-from breaker_client._models import BreakerConfig, Decision, Outcome, State, Transition
+from breaker_client.protocol.machine import BreakerMachine, Event
+from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, State, Transition
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -16,8 +16,8 @@ from urllib.parse import quote
 import msgspec
 
 from breaker_client._errors import CircuitOpenError
-from breaker_client._models import JSON_ENCODER
-from breaker_client._queue_models import (
+from breaker_client.protocol.models import JSON_ENCODER
+from breaker_client.protocol.queue_models import (
     DEFAULT_LEASE_S,
     Acked,
     AckRequest,

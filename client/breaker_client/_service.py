@@ -11,7 +11,7 @@ import msgspec
 
 from breaker_client._correlation import CORRELATION_HEADER, correlation_id
 from breaker_client._errors import ClientError, ServiceError, TransportError, error_from_response
-from breaker_client._models import JSON_ENCODER, Decision, Outcome, Snapshot
+from breaker_client.protocol.models import JSON_ENCODER, Decision, Outcome, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence

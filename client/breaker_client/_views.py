@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
-from breaker_client._models import BreakerConfig, Decision, FailureSignal, Snapshot, State, Transition
+from breaker_client.protocol.models import BreakerConfig, Decision, FailureSignal, Snapshot, State, Transition
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -10,7 +10,7 @@ import httpx
 import msgspec
 
 from breaker_client import BreakerConfig, Decision, Snapshot, State
-from breaker_client._models import Counts
+from breaker_client.protocol.models import Counts
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -21,7 +21,7 @@ from breaker_client import BreakerConfig
 from breaker_service.app import context_of, create_app
 from breaker_service.config import ConfigResolver, ServiceConfig
 from breaker_service.settings import Settings
-from breaker_service.store.memory_store import MemoryStore
+from breaker_service.store.breaker_memory import MemoryStore
 from breaker_service.store.queue_memory import MemoryQueueStore
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from breaker_client import BreakerClient, State, Transition
 from breaker_client._events import ServerSentEvent, SSEParser
-from breaker_client._models import BreakerList, FailureSignal
+from breaker_client.protocol.models import BreakerList, FailureSignal
 from tests.client._fake import FakeService, snapshot, sse
 
 if TYPE_CHECKING:

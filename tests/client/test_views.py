@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 
 from breaker_client import Decision, State, Transition
-from breaker_client._models import FailureSignal
 from breaker_client._views import Views
+from breaker_client.protocol.models import FailureSignal
 from tests.client._fake import snapshot
 
 

@@ -17,17 +17,16 @@ import msgspec
 from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
 
-from breaker_client._models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State
-from breaker_service.store.base import EVENTS_CHANNEL
+from breaker_client.protocol.models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State
+from breaker_service.events import EVENTS_CHANNEL
 from breaker_service.store.keys import breaker_keys
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
-RedisClient: TypeAlias = "Redis | RedisCluster"
+    from breaker_service.store.connection_redis import RedisClient
 
 # The snapshot and decision replies documented in lua/_lib.lua and lua/acquire.lua.
 _SnapshotReply: TypeAlias = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int]

@@ -29,16 +29,17 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 import structlog
 
-from breaker_client._machine import BreakerMachine
-from breaker_client._models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State, Transition
+from breaker_client.protocol.machine import BreakerMachine
+from breaker_client.protocol.models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State, Transition
+from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.errors import BreakerCapError, StoreUnavailableError, UnknownBreakerError
-from breaker_service.store.memory_store import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from breaker_service.store.base import BreakerStore, ConfigResolver, StoreEvent
-    from breaker_service.store.status import StatusStore
+    from breaker_service.events import StoreEvent
+    from breaker_service.store.breaker_base import BreakerStore, ConfigResolver
+    from breaker_service.store.status_base import StatusStore
 
 LOCAL_PERMIT_PREFIX: Final = "local-"
 

@@ -206,6 +206,12 @@ class FailureSignal(Struct, frozen=True, kw_only=True):
     generation: int
 
 
+class Deleted(Struct, frozen=True, kw_only=True):
+    """SSE `deleted` event: the breaker was removed."""
+
+    name: str
+
+
 class Health(Struct, frozen=True, kw_only=True):
     """`GET /health` and `GET /health/ready`."""
 

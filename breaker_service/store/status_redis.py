@@ -1,4 +1,4 @@
-"""`RedisStatusStore`: probe results and the degradation mode shared by every replica (store/status.py).
+"""`RedisStatusStore`: probe results and the degradation mode shared by every replica (store/status_base.py).
 
 A probe claim is one `SET brk:{name}:probe-lease NX PX`, a result one HSET + PEXPIRE of `brk:{name}:probe` (the
 breaker's slot). The mode is `lua/degradation.lua` over three `brk:{_mode}:*` keys, so settling it, forcing it and
@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 import msgspec
 
 from breaker_service.degradation import Degradation, DegradationChange, Mode, ProbeResult
-from breaker_service.store.base import EVENTS_CHANNEL
+from breaker_service.events import EVENTS_CHANNEL
+from breaker_service.store.connection_redis import unavailable
 from breaker_service.store.keys import MODE_CHANGE_KEY, MODE_CURRENT_KEY, MODE_FORCED_KEY, probe_key, probe_lease_key
-from breaker_service.store.redis_store import unavailable
-from breaker_service.store.status import ModeRecord
+from breaker_service.store.status_base import ModeRecord
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from breaker_service.store.scripts import RedisClient
+    from breaker_service.store.connection_redis import RedisClient
 
 _SCRIPT: Final = importlib.resources.files("breaker_service").joinpath("lua/degradation.lua").read_bytes()
 _MODE_KEYS: Final = (MODE_CURRENT_KEY, MODE_FORCED_KEY, MODE_CHANGE_KEY)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
-from breaker_client._models import (
+from breaker_client.protocol.models import (
     BreakerConfig,
     Counts,
     Decision,

@@ -8,35 +8,18 @@ against both.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import msgspec
-
-from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
-from breaker_service.degradation import Degradation  # noqa: TC001  # msgspec reads StoreEvent's annotations at runtime
+from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
 
 if TYPE_CHECKING:
     import asyncio
 
-    from breaker_service.store.status import StatusStore
+    from breaker_service.events import StoreEvent
+    from breaker_service.store.status_base import StatusStore
 
 ConfigResolver = Callable[[str], BreakerConfig]
 """The config a breaker gets when it is created implicitly: its config-file override, else the defaults."""
-
-EVENTS_CHANNEL = "brk:events"
-
-
-class Deleted(msgspec.Struct, frozen=True, kw_only=True):
-    """Data of a `deleted` event."""
-
-    name: str
-
-
-class StoreEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One message on the events channel: `{"kind": ..., "data": ...}`."""
-
-    kind: Literal["state", "failures", "config", "deleted", "mode", "breaker"]
-    data: Transition | FailureSignal | Snapshot | Deleted | Degradation | msgspec.Raw
 
 
 class BreakerStore(Protocol):

@@ -11,7 +11,7 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, Struct
 
-from breaker_client._models import MAX_SECONDS, PositiveSeconds
+from breaker_client.protocol.models import MAX_SECONDS, PositiveSeconds
 
 JOB_ID_PATTERN: Final = r"^[0-9]{1,19}-[0-9]{1,19}$"
 """A Redis stream entry id (`<ms>-<seq>`); 19 digits keep each part within 64 bits."""

@@ -9,105 +9,31 @@ slot of its own.
 from __future__ import annotations
 
 import time
-import urllib.parse
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
-import redis.asyncio
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
-from breaker_service.degradation import Degradation
-from breaker_service.errors import BreakerCapError, StoreUnavailableError, UnknownBreakerError
-from breaker_service.store.base import EVENTS_CHANNEL, ConfigResolver, Deleted, StoreEvent
+from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
+from breaker_service.errors import BreakerCapError, UnknownBreakerError
+from breaker_service.events import EVENTS_CHANNEL, StoreEvent, decode_event
+from breaker_service.store.connection_redis import confirmed, unavailable
 from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, history_key, state_key
-from breaker_service.store.scripts import BreakerScripts, RedisClient
+from breaker_service.store.scripts_redis import BreakerScripts
+from breaker_service.store.status_redis import RedisStatusStore
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+    from collections.abc import AsyncGenerator, Awaitable, Callable
 
-    from redis.asyncio.client import PubSub
-
-    from breaker_service.store.status import StatusStore
+    from breaker_service.store.breaker_base import ConfigResolver
+    from breaker_service.store.connection_redis import RedisClient
 
 _T = TypeVar("_T")
 
 CONFIG_REASON: Final = "config updated"
 """The history reason of a PUT that gives none."""
-
-
-_Kind: TypeAlias = Literal["state", "failures", "config", "deleted", "mode"]
-
-
-class _Envelope(msgspec.Struct, frozen=True):
-    kind: str
-    data: msgspec.Raw
-
-
-_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
-# msgspec cannot decode an untagged union of structs, so the envelope's kind picks the data's decoder.
-_EVENT_DATA: Final[dict[str, tuple[_Kind, msgspec.json.Decoder[Any]]]] = {
-    "state": ("state", msgspec.json.Decoder(Transition)),
-    "failures": ("failures", msgspec.json.Decoder(FailureSignal)),
-    "config": ("config", msgspec.json.Decoder(Snapshot)),
-    "deleted": ("deleted", msgspec.json.Decoder(Deleted)),
-    "mode": ("mode", msgspec.json.Decoder(Degradation)),
-}
 _TRANSITION: Final = msgspec.json.Decoder(Transition)
-
-
-@contextmanager
-def unavailable() -> Iterator[None]:
-    """The one place a Redis error becomes the service's own."""
-    try:
-        yield
-    except RedisError as exc:
-        raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
-
-
-async def _confirmed(pubsub: PubSub) -> None:
-    """Wait for Redis to confirm SUBSCRIBE: only then is it live, and a snapshot read after it misses nothing."""
-    while True:
-        message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
-        if message is not None and message["type"] == "subscribe":
-            return
-
-
-def create_redis(
-    url: str, *, cluster: bool = False, max_connections: int = 256, pool_timeout_s: float = 5.0, **options: Any
-) -> RedisClient:
-    """A client for `REDIS_URL`: `redis://`, `rediss://`, `redis+sentinel://h:p[,h:p]/master`, or a cluster node.
-
-    Replies stay bytes (`decode_responses` off): the store decodes them itself. A burst of more concurrent
-    requests than `max_connections` waits up to `pool_timeout_s` for a connection instead of failing at once.
-    A command that meets a pooled connection Redis closed (after a restart) is sent once more on a fresh one;
-    connecting gives up after a second and a command after two (a Redis that hangs rather than refuses), so an
-    outage turns into degraded answers quickly. Blocking pub/sub reads are exempt from the command timeout.
-    """
-    options.setdefault("retry", Retry(NoBackoff(), 1))
-    options.setdefault("socket_connect_timeout", 1.0)
-    options.setdefault("socket_timeout", 2.0)
-    if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections, **options)
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "redis+sentinel":
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout_s, **options
-        )
-        return redis.asyncio.Redis.from_pool(pool)
-    hosts = parts.netloc.rpartition("@")[2]
-    sentinels = [(host, int(port or 26379)) for host, _, port in (h.partition(":") for h in hosts.split(","))]
-    if parts.password is not None:
-        options.setdefault("password", urllib.parse.unquote(parts.password))
-    sentinel = Sentinel(sentinels, **options)
-    client: redis.asyncio.Redis = sentinel.master_for(parts.path.strip("/"))
-    return client
 
 
 class RedisStore:
@@ -225,10 +151,8 @@ class RedisStore:
             raise UnknownBreakerError(f"no breaker named {name!r}")
         return [_TRANSITION.decode(fields[b"transition"]) for _, fields in entries]
 
-    def status_store(self) -> StatusStore:
+    def status_store(self) -> RedisStatusStore:
         """Probe results and the degradation mode, on the same Redis."""
-        from breaker_service.store.redis_status import RedisStatusStore  # it builds on this module
-
         return RedisStatusStore(self._redis)
 
     async def events(self, subscribed: asyncio.Event | None = None) -> AsyncGenerator[StoreEvent, None]:
@@ -237,13 +161,13 @@ class RedisStore:
         try:
             with unavailable():
                 await pubsub.subscribe(EVENTS_CHANNEL)
-                await _confirmed(pubsub)
+                await confirmed(pubsub)
             if subscribed is not None:
                 subscribed.set()
             while True:
                 with unavailable():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                if message is not None and (event := _event(message["data"])) is not None:
+                if message is not None and (event := decode_event(message["data"])) is not None:
                     yield event
         finally:
             await pubsub.aclose()
@@ -291,16 +215,6 @@ def _add_audit(pipe: Any, name: str, action: str, actor: str | None, reason: str
     # The stream ID carries Redis time; `at` is this replica's clock, for readers that only look at fields.
     fields = {"name": name, "action": action, "actor": actor or "", "reason": reason or "", "at": repr(time.time())}
     pipe.xadd(AUDIT_KEY, fields, maxlen=AUDIT_MAXLEN, approximate=True)
-
-
-def _event(payload: bytes) -> StoreEvent | None:
-    """Decode one pub/sub message; None for kinds this version does not know."""
-    envelope = _ENVELOPE.decode(payload)
-    known = _EVENT_DATA.get(envelope.kind)
-    if known is None:
-        return None
-    kind, decoder = known
-    return StoreEvent(kind=kind, data=decoder.decode(envelope.data))
 
 
 def _text(value: bytes | str) -> str:

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from breaker_client._machine import BreakerMachine, Event
-from breaker_client._models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
+from breaker_client.protocol.machine import BreakerMachine, Event
+from breaker_client.protocol.models import (
+    BreakerConfig,
+    Decision,
+    Deleted,
+    FailureSignal,
+    Outcome,
+    Snapshot,
+    State,
+    Transition,
+)
+from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
-from breaker_service.store.base import ConfigResolver, Deleted, StoreEvent
-from breaker_service.store.status import MemoryStatusStore
+from breaker_service.events import StoreEvent
+from breaker_service.store.status_memory import MemoryStatusStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from breaker_service.store.breaker_base import ConfigResolver
 
 HISTORY_MAX: Final = 1000
-Clock = Callable[[], int]
-
-
-def wall_clock_ms() -> int:
-    """Unix time in milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 class MemoryStore:

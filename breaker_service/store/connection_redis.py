@@ -1,0 +1,75 @@
+"""The one place that makes Redis clients and turns Redis errors into the service's own.
+
+Every Redis-backed store (breakers, status, queues) runs on a client from `create_redis` and wraps its commands in
+`unavailable()`; nothing else in the service knows how a `REDIS_URL` is read.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from breaker_service.errors import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from redis.asyncio.client import PubSub
+
+RedisClient: TypeAlias = "redis.asyncio.Redis | RedisCluster"
+
+
+@contextmanager
+def unavailable() -> Iterator[None]:
+    """The one place a Redis error becomes the service's own."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+
+
+async def confirmed(pubsub: PubSub) -> None:
+    """Wait for Redis to confirm SUBSCRIBE: only then is it live, and a snapshot read after it misses nothing."""
+    while True:
+        message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
+        if message is not None and message["type"] == "subscribe":
+            return
+
+
+def create_redis(
+    url: str, *, cluster: bool = False, max_connections: int = 256, pool_timeout_s: float = 5.0, **options: Any
+) -> RedisClient:
+    """A client for `REDIS_URL`: `redis://`, `rediss://`, `redis+sentinel://h:p[,h:p]/master`, or a cluster node.
+
+    Replies stay bytes (`decode_responses` off): the stores decode them themselves. A burst of more concurrent
+    requests than `max_connections` waits up to `pool_timeout_s` for a connection instead of failing at once.
+    A command that meets a pooled connection Redis closed (after a restart) is sent once more on a fresh one;
+    connecting gives up after a second and a command after two (a Redis that hangs rather than refuses), so an
+    outage turns into degraded answers quickly. Blocking pub/sub reads are exempt from the command timeout.
+    """
+    options.setdefault("retry", Retry(NoBackoff(), 1))
+    options.setdefault("socket_connect_timeout", 1.0)
+    options.setdefault("socket_timeout", 2.0)
+    if cluster:
+        return RedisCluster.from_url(url, max_connections=max_connections, **options)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "redis+sentinel":
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s, **options
+        )
+        return redis.asyncio.Redis.from_pool(pool)
+    hosts = parts.netloc.rpartition("@")[2]
+    sentinels = [(host, int(port or 26379)) for host, _, port in (h.partition(":") for h in hosts.split(","))]
+    if parts.password is not None:
+        options.setdefault("password", urllib.parse.unquote(parts.password))
+    sentinel = Sentinel(sentinels, **options)
+    client: redis.asyncio.Redis = sentinel.master_for(parts.path.strip("/"))
+    return client
