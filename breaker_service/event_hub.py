@@ -2,10 +2,10 @@
 
 A Redis subscription holds a connection from the pool the scripts also use; one per `/events` stream would let a
 few hundred orchestrator replicas exhaust the pool and stall acquire and record. The hub subscribes once and hands
-each event to every listener's queue. After each `state` event it also hands out a `breaker` event with the
-breaker's snapshot (forced? until when?), read once per replica, so that clients need not each fetch it.
-A listener that falls more than `backlog` events behind is cut off (it gets `None` and should end: an SSE client
-reconnects and takes a fresh snapshot).
+each event to every listener's queue. It only passes on what the writers published: after a transition the script
+(or the memory store) that made it publishes the snapshot it left behind as a `breaker` event, so nothing here
+reads a breaker back. A listener that falls more than `backlog` events behind is cut off (it gets `None` and
+should end: an SSE client reconnects and takes a fresh snapshot).
 """
 
 from __future__ import annotations
@@ -16,13 +16,10 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from breaker_client.protocol.models import Transition
-from breaker_service.errors import ServiceError
-from breaker_service.events import StoreEvent
-
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
+    from breaker_service.events import StoreEvent
     from breaker_service.store.breaker_base import BreakerStore
 
 BACKLOG: Final = 10_000
@@ -71,8 +68,6 @@ class EventHub:
                 async for event in store.events(self.live):
                     delay_s = RETRY_MIN_S
                     self._hand_out(event)
-                    if isinstance(event.data, Transition):
-                        await self._hand_out_snapshot(store, event.data.name)
                 return  # the store closed its feed
             except Exception as exc:
                 # Events may have been missed: listeners end (SSE clients reconnect for a fresh snapshot).
@@ -82,13 +77,6 @@ class EventHub:
                 self._cut_off_all()
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, RETRY_MAX_S)
-
-    async def _hand_out_snapshot(self, store: BreakerStore, name: str) -> None:
-        try:
-            snapshot = await store.snapshot(name)
-        except ServiceError:
-            return  # deleted meanwhile, or the store is down: clients fetch it themselves
-        self._hand_out(StoreEvent(kind="breaker", data=snapshot))
 
     def _hand_out(self, event: StoreEvent) -> None:
         for listener in list(self._listeners):

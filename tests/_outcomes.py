@@ -18,12 +18,38 @@ AUTOMATIC_REASONS: Final = {
 
 
 def failure(
-    count: int = 1, *, permit: str | None = None, generation: int | None = None, duration_ms: float | None = None
+    count: int = 1,
+    *,
+    permit: str | None = None,
+    generation: int | None = None,
+    duration_ms: float | None = None,
+    report_id: str | None = None,
 ) -> Outcome:
-    return Outcome(outcome="failure", count=count, permit=permit, generation=generation, duration_ms=duration_ms)
+    return Outcome(
+        outcome="failure",
+        count=count,
+        permit=permit,
+        generation=generation,
+        duration_ms=duration_ms,
+        report_id=report_id,
+    )
 
 
 def success(
-    count: int = 1, *, permit: str | None = None, generation: int | None = None, duration_ms: float | None = None
+    count: int = 1,
+    *,
+    permit: str | None = None,
+    generation: int | None = None,
+    duration_ms: float | None = None,
+    failures_seen: int | None = None,
+    report_id: str | None = None,
 ) -> Outcome:
-    return Outcome(outcome="success", count=count, permit=permit, generation=generation, duration_ms=duration_ms)
+    return Outcome(
+        outcome="success",
+        count=count,
+        permit=permit,
+        generation=generation,
+        duration_ms=duration_ms,
+        failures_seen=failures_seen,
+        report_id=report_id,
+    )

@@ -21,15 +21,18 @@ import pytest
 from breaker_client.protocol.models import (
     TRANSITIONS,
     BreakerConfig,
+    ConfigPatch,
     Decision,
     Deleted,
     FailureSignal,
+    Force,
+    Outcome,
     Snapshot,
     State,
     Transition,
 )
 from breaker_service.degradation import Degradation
-from breaker_service.errors import BreakerCapError, UnknownBreakerError
+from breaker_service.errors import BreakerCapError, InvalidRequestError, UnknownBreakerError
 from breaker_service.store.breaker_memory import MemoryStore
 from tests._outcomes import AUTOMATIC_REASONS, failure, success
 
@@ -46,7 +49,7 @@ T0_MS: Final = 1_700_000_000_000
 POLL_INTERVAL_S: Final = 0.005
 ADVANCE_SLACK_S: Final = 10.0
 EVENT_TIMEOUT_S: Final = 10.0
-PERMIT_ID: Final = re.compile(r"^(\d+)-(\d+)$")
+PERMIT_ID: Final = re.compile(r"[A-Za-z0-9_-]{16,}")
 
 BASE: Final = BreakerConfig(
     failure_threshold=3,
@@ -242,6 +245,7 @@ def payload(event: StoreEvent) -> Transition | FailureSignal | Snapshot | Delete
         "state": Transition,
         "failures": FailureSignal,
         "config": Snapshot,
+        "breaker": Snapshot,
         "deleted": Deleted,
         "mode": Degradation,
     }
@@ -346,6 +350,42 @@ async def test_configure_replaces_the_config_and_keeps_state_and_generation(stor
     assert (await store.snapshot("svc")).config == replacement
 
 
+async def test_patch_merges_fields_keeps_state_and_is_audited(store: BreakerStore) -> None:
+    rated = msgspec.structs.replace(BASE, window_s=10.0, min_calls=5, failure_rate=0.5)
+    opened = await tripped(store, "svc", rated)
+    async with subscribed(store) as queue:
+        patch = ConfigPatch(failure_threshold=9, window_s=None, min_calls=None, failure_rate=None)
+        snapshot = await store.patch("svc", patch, actor="bob", reason="tune")
+        event = await next_event_for(queue, "svc")
+
+    assert snapshot.config == msgspec.structs.replace(BASE, failure_threshold=9)
+    assert (snapshot.state, snapshot.generation) == (State.OPEN, opened.generation)
+    assert moves(await store.history("svc"))[0] == (State.OPEN, State.OPEN, "tune", "bob")
+    assert event.kind == "config"
+    assert payload(event) == snapshot
+
+
+async def test_a_patch_that_breaks_a_rule_is_refused_naming_the_fields_and_changes_nothing(
+    store: BreakerStore,
+) -> None:
+    await configured(store, "svc", BASE)
+
+    with pytest.raises(InvalidRequestError) as refused:
+        await store.patch("svc", ConfigPatch(success_threshold=3), actor="bob", reason="tune")
+
+    assert "success_threshold" in refused.value.message
+    assert "half_open_max_calls" in refused.value.message
+    snapshot = await store.snapshot("svc")
+    assert snapshot.config == BASE
+    assert moves(await store.history("svc"))[0][2] == "setup", "nothing audited"
+
+
+async def test_patch_of_an_unknown_breaker_raises_unknown(store: BreakerStore) -> None:
+    with pytest.raises(UnknownBreakerError):
+        await store.patch("ghost", ConfigPatch(failure_threshold=2), actor="bob", reason=None)
+    assert await store.names() == []
+
+
 async def test_declare_creates_only_a_missing_breaker(store: BreakerStore) -> None:
     await store.declare("svc", BASE)
     await store.record("svc", failure())
@@ -427,7 +467,7 @@ async def test_failures_count_by_their_count_and_open_at_the_threshold(kit: Stor
 async def test_a_leased_success_resets_the_consecutive_failures(store: BreakerStore) -> None:
     await configured(store, "svc", BASE)
     await store.record("svc", failure(2))
-    lease = await store.acquire("svc")
+    lease = await store.acquire("svc", lease=True)
 
     reset = await store.record("svc", success(permit=lease.permit, generation=lease.generation))
     again = await store.record("svc", failure(2))
@@ -442,12 +482,64 @@ async def test_a_late_success_batch_does_not_end_a_failure_streak(store: Breaker
     await store.record("svc", success())
     await store.record("svc", failure(2))
 
-    late = await store.record("svc", success(count=40))
+    late = await store.record("svc", success(count=40, failures_seen=0))
     tripped_snapshot = await store.record("svc", failure())
 
     assert late.consecutive_failures == 2
     assert tripped_snapshot.state is State.OPEN
     assert tripped_snapshot.counts.success == 41
+
+
+async def test_a_plain_success_ends_a_failure_streak(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+    await store.record("svc", failure(2))
+
+    ended = await store.record("svc", success())
+    after = await store.record("svc", failure())
+
+    assert ended.consecutive_failures == 0
+    assert (after.state, after.consecutive_failures) == (State.CLOSED, 1)
+
+
+async def test_a_success_that_saw_every_failure_ends_the_streak(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+    await store.record("svc", failure(2))
+
+    snapshot = await store.record("svc", success(count=3, failures_seen=2))
+
+    assert (snapshot.consecutive_failures, snapshot.counts.success) == (0, 3)
+
+
+async def test_a_plain_acquire_in_closed_is_always_allowed_without_a_permit(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+    await store.record("svc", failure(BASE.failure_threshold - 1))
+
+    decisions = [await store.acquire("svc") for _ in range(BASE.failure_threshold + 2)]
+
+    assert all((d.allowed, d.permit, d.state) == (True, None, State.CLOSED) for d in decisions)
+    assert (await store.snapshot("svc")).counts.rejected == 0
+
+
+async def test_rejected_outcomes_count_and_change_no_state(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+    await store.record("svc", failure(2))
+
+    snapshot = await store.record("svc", Outcome(outcome="rejected", count=7))
+
+    assert (snapshot.state, snapshot.generation, snapshot.consecutive_failures) == (State.CLOSED, 1, 2)
+    assert (snapshot.counts.rejected, snapshot.counts.failure, snapshot.counts.success) == (7, 2, 0)
+
+
+async def test_a_report_id_is_counted_once(store: BreakerStore) -> None:
+    await configured(store, "svc", BASE)
+
+    first = await store.record("svc", failure(2, report_id="r-1"))
+    again = await store.record("svc", failure(2, report_id="r-1"))
+    other = await store.record("svc", failure(report_id="r-2"))
+
+    assert (first.consecutive_failures, first.counts.failure) == (2, 2)
+    assert (again.consecutive_failures, again.counts.failure, again.generation) == (2, 2, 1)
+    assert (other.state, other.counts.failure) == (State.OPEN, 3)
 
 
 async def test_closed_without_failures_allows_without_a_permit_once_a_success_proved_it(store: BreakerStore) -> None:
@@ -463,7 +555,7 @@ async def test_closed_without_failures_allows_without_a_permit_once_a_success_pr
 async def test_an_unproven_breaker_leases_calls_within_the_failure_budget(store: BreakerStore) -> None:
     await configured(store, "svc", BASE)
 
-    decisions = [await store.acquire("svc") for _ in range(BASE.failure_threshold + 1)]
+    decisions = [await store.acquire("svc", lease=True) for _ in range(BASE.failure_threshold + 1)]
 
     leased = decisions[: BASE.failure_threshold]
     assert all(d.allowed and d.permit is not None for d in leased)
@@ -474,10 +566,10 @@ async def test_an_unproven_breaker_leases_calls_within_the_failure_budget(store:
 
 async def test_a_leased_success_proves_the_breaker_and_frees_the_budget(store: BreakerStore) -> None:
     await configured(store, "svc", BASE)
-    lease = await store.acquire("svc")
+    lease = await store.acquire("svc", lease=True)
 
     await store.record("svc", success(permit=lease.permit, generation=lease.generation))
-    after = [await store.acquire("svc") for _ in range(BASE.failure_threshold + 1)]
+    after = [await store.acquire("svc", lease=True) for _ in range(BASE.failure_threshold + 1)]
 
     assert all(d.allowed and d.permit is None for d in after)
 
@@ -486,10 +578,10 @@ async def test_closing_through_probes_proves_the_breaker(kit: StoreKit, store: B
     config = msgspec.structs.replace(BASE, open_timeout_s=0.05, success_threshold=1)
     await tripped(store, "svc", config)
     await kit.clock.advance(0.05)
-    probe = await store.acquire("svc")
+    probe = await store.acquire("svc", lease=True)
 
     closed = await store.record("svc", success(permit=probe.permit, generation=probe.generation))
-    decision = await store.acquire("svc")
+    decision = await store.acquire("svc", lease=True)
 
     assert closed.state is State.CLOSED
     assert (decision.allowed, decision.permit) == (True, None)
@@ -500,7 +592,7 @@ async def test_reset_makes_the_breaker_unproven_again(store: BreakerStore) -> No
     await store.record("svc", success())
 
     await store.reset("svc", reason="fresh start", actor="ops")
-    decision = await store.acquire("svc")
+    decision = await store.acquire("svc", lease=True)
 
     assert decision.allowed
     assert decision.permit is not None
@@ -510,9 +602,9 @@ async def test_calls_in_flight_count_against_the_budget_while_failures_accumulat
     await configured(store, "svc", BASE)
     await store.record("svc", failure())
 
-    first = await store.acquire("svc")
-    second = await store.acquire("svc")
-    third = await store.acquire("svc")
+    first = await store.acquire("svc", lease=True)
+    second = await store.acquire("svc", lease=True)
+    third = await store.acquire("svc", lease=True)
 
     assert first.allowed
     assert second.allowed
@@ -528,10 +620,10 @@ async def test_calls_in_flight_count_against_the_budget_while_failures_accumulat
 async def test_a_success_on_a_lease_clears_failures_so_calls_flow_without_permits(store: BreakerStore) -> None:
     await configured(store, "svc", BASE)
     await store.record("svc", failure())
-    lease = await store.acquire("svc")
+    lease = await store.acquire("svc", lease=True)
 
     await store.record("svc", success(permit=lease.permit))
-    decision = await store.acquire("svc")
+    decision = await store.acquire("svc", lease=True)
 
     assert (decision.allowed, decision.permit) == (True, None)
 
@@ -539,11 +631,11 @@ async def test_a_success_on_a_lease_clears_failures_so_calls_flow_without_permit
 async def test_a_failure_on_a_lease_releases_it_and_counts_toward_the_threshold(store: BreakerStore) -> None:
     await configured(store, "svc", BASE)
     await store.record("svc", failure())
-    lease = await store.acquire("svc")
-    await store.acquire("svc")
+    lease = await store.acquire("svc", lease=True)
+    await store.acquire("svc", lease=True)
 
     snapshot = await store.record("svc", failure(permit=lease.permit))
-    denied = await store.acquire("svc")
+    denied = await store.acquire("svc", lease=True)
 
     assert (snapshot.state, snapshot.consecutive_failures) == (State.CLOSED, 2)
     assert not denied.allowed, "2 failures + 1 lease still out reach the threshold of 3"
@@ -553,11 +645,11 @@ async def test_an_expired_lease_frees_the_budget(kit: StoreKit, store: BreakerSt
     config = msgspec.structs.replace(BASE, failure_threshold=2, permit_ttl_s=0.2)
     await configured(store, "svc", config)
     await store.record("svc", failure())
-    lease = await store.acquire("svc")
+    lease = await store.acquire("svc", lease=True)
     assert lease.permit is not None
 
     await kit.clock.advance(config.permit_ttl_s)
-    decision = await store.acquire("svc")
+    decision = await store.acquire("svc", lease=True)
 
     assert decision.allowed
     assert decision.permit not in (None, lease.permit)
@@ -570,7 +662,7 @@ async def test_lowering_the_threshold_below_the_current_failures_denies_without_
     await store.record("svc", failure(4))
     await store.configure("svc", BASE, actor="tester", reason="tighten")
 
-    decision = await store.acquire("svc")
+    decision = await store.acquire("svc", lease=True)
     opened = await store.record("svc", failure())
 
     assert (decision.allowed, decision.state, decision.permit) == (False, State.CLOSED, None)
@@ -616,9 +708,7 @@ async def test_open_past_its_timeout_reads_open_until_an_acquire_moves_it_to_hal
     assert (still_open.state, still_open.retry_after_s, still_open.generation) == (State.OPEN, 0, opened.generation)
     assert (decision.allowed, decision.state, decision.generation) == (True, State.HALF_OPEN, opened.generation + 1)
     assert decision.permit is not None
-    permit_id = PERMIT_ID.match(decision.permit)
-    assert permit_id is not None
-    assert int(permit_id.group(1)) == decision.generation
+    assert PERMIT_ID.fullmatch(decision.permit), "at least 64 random bits, nothing derived from the generation"
     history = await store.history("svc")
     assert moves(history)[0] == (State.OPEN, State.HALF_OPEN, "open timeout elapsed", None)
     half_open = await store.snapshot("svc")
@@ -637,6 +727,29 @@ async def test_half_open_grants_at_most_half_open_max_calls_permits(kit: StoreKi
     assert third.retry_after_s is not None
     assert 0 < third.retry_after_s <= SHORT_OPEN.permit_ttl_s
     assert (await store.snapshot("svc")).counts.rejected == 1
+
+
+async def test_a_reported_probe_keeps_its_slot_for_the_half_open_window(kit: StoreKit, store: BreakerStore) -> None:
+    config = msgspec.structs.replace(SHORT_OPEN, half_open_max_calls=2, success_threshold=2)
+    first = await half_opened(kit, store, "svc", config)
+
+    reported = await store.record("svc", success(permit=first.permit))
+    second = await store.acquire("svc")
+    third = await store.acquire("svc")
+
+    assert (reported.state, reported.consecutive_successes) == (State.HALF_OPEN, 1)
+    assert second.allowed
+    assert (third.allowed, third.state) == (False, State.HALF_OPEN), "2 probes per window in total, reported or not"
+
+
+async def test_permits_are_distinct_and_unguessable(kit: StoreKit, store: BreakerStore) -> None:
+    config = msgspec.structs.replace(BASE, failure_threshold=50)
+    await configured(store, "svc", config)
+
+    permits = [(await store.acquire("svc", lease=True)).permit for _ in range(40)]
+
+    assert all(permit is not None and PERMIT_ID.fullmatch(permit) for permit in permits)
+    assert len(set(permits)) == 40
 
 
 async def test_an_expired_probe_permit_frees_its_slot_and_no_longer_counts(kit: StoreKit, store: BreakerStore) -> None:
@@ -862,7 +975,14 @@ async def test_forced_open_denies_everything_and_is_audited(store: BreakerStore)
     decision = await store.acquire("svc")
     after_success = await store.record("svc", success())
 
-    assert (forced.forced, forced.state, forced.generation, forced.retry_after_s) == (State.OPEN, State.CLOSED, 2, None)
+    assert (forced.state, forced.machine_state, forced.generation, forced.retry_after_s) == (
+        State.OPEN,
+        State.CLOSED,
+        2,
+        None,
+    )
+    assert forced.forced is State.OPEN
+    assert forced.force == Force(mode=State.OPEN, until=None, actor="ops", reason="maintenance")
     assert (decision.allowed, decision.state, decision.retry_after_s) == (False, State.OPEN, None)
     assert (after_success.generation, after_success.counts.success, after_success.counts.rejected) == (2, 1, 1)
     history = await store.history("svc")
@@ -925,7 +1045,7 @@ async def test_a_force_ttl_running_out_gives_a_fresh_closed_breaker(kit: StoreKi
 
     await kit.clock.advance(0.1)
     lifted = await store.snapshot("svc")
-    decision = await store.acquire("svc")
+    decision = await store.acquire("svc", lease=True)
 
     assert (lifted.state, lifted.forced, lifted.generation, lifted.retry_after_s) == (
         State.CLOSED,
@@ -1002,11 +1122,12 @@ async def test_an_events_consumer_gets_failures_and_state_events(store: BreakerS
     async with subscribed(store) as queue:
         await store.record("svc", failure())
         started = await next_event_for(queue, "svc")
-        lease = await store.acquire("svc")
+        lease = await store.acquire("svc", lease=True)
         await store.record("svc", success(permit=lease.permit))
         cleared = await next_event_for(queue, "svc")
         await store.record("svc", failure(BASE.failure_threshold))
         tripped_event = await next_event_for(queue, "svc")
+        after_trip = await next_event_for(queue, "svc")
 
     assert started.kind == "failures"
     assert payload(started) == FailureSignal(name="svc", consecutive_failures=1, generation=1)
@@ -1017,6 +1138,11 @@ async def test_an_events_consumer_gets_failures_and_state_events(store: BreakerS
     assert isinstance(transition, Transition)
     assert (transition.from_state, transition.to_state, transition.generation) == (State.CLOSED, State.OPEN, 2)
     assert transition == (await store.history("svc"))[0], "the event and the history entry are the same"
+    assert after_trip.kind == "breaker", "the writer hands out the snapshot it left behind"
+    published, read = payload(after_trip), await store.snapshot("svc")
+    assert isinstance(published, Snapshot)
+    # The time left runs on between the two; everything else is what the script left behind.
+    assert msgspec.structs.replace(published, retry_after_s=None) == msgspec.structs.replace(read, retry_after_s=None)
 
 
 # -- concurrency ------------------------------------------------------------------------------------------------
@@ -1058,7 +1184,7 @@ async def test_concurrent_acquires_while_failures_accumulate_respect_the_lease_b
     await configured(store, "svc", config)
     await store.record("svc", failure())
 
-    decisions = await asyncio.gather(*(store.acquire("svc") for _ in range(30)))
+    decisions = await asyncio.gather(*(store.acquire("svc", lease=True) for _ in range(30)))
 
     assert sum(d.allowed for d in decisions) == 4, "1 failure + 4 leases reach the threshold of 5"
     assert (await store.snapshot("svc")).counts.rejected == 26

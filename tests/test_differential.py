@@ -8,7 +8,8 @@ which the machine has no method for, follows `MemoryStore.configure`.
 
 After every step the test compares: the operation's answer (Decision or Snapshot, every field), the history
 entries the step appended against the machine's transitions, the `brk:events` messages the step published
-against the machine's events (plus the `config` event of a configure), the state hash against the machine's
+against the machine's events (plus the `breaker` snapshot after a transition and the `config` event of a
+configure), the state hash against the machine's
 fields, the permits sorted set against `machine.permits` (and the live count), and the rate window. Messages
 are attributed to a step exactly: after each step the test publishes a marker on a channel of its own, and one
 subscriber connection receives messages in publication order, so everything before the marker is the step's.
@@ -28,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 import msgspec
 import pytest
 
-from breaker_client.protocol.machine import WINDOW_BUCKETS, BreakerMachine, Event
+from breaker_client.protocol.machine import REPORT_MIN_TTL_MS, WINDOW_BUCKETS, BreakerMachine, Event, new_permit
 from breaker_client.protocol.models import BreakerConfig, Decision, FailureSignal, Outcome, Snapshot, State, Transition
 from breaker_service.events import EVENTS_CHANNEL
-from breaker_service.store.keys import breaker_keys, history_key, permits_key, state_key, window_key
+from breaker_service.store.keys import breaker_keys, history_key, permits_key, report_key, state_key, window_key
 from breaker_service.store.scripts_redis import SOURCES, _decision, _snapshot
 
 if TYPE_CHECKING:
@@ -79,8 +80,11 @@ class VirtualClockScripts:
             for operation in ("acquire", "record", "snapshot", "configure", "force", "reset")
         }
 
-    async def _run(self, operation: str, name: str, now_ms: int, *args: str | bytes) -> Any:
-        return await self._scripts[operation](keys=breaker_keys(name), args=(name, EVENTS_CHANNEL, *args, str(now_ms)))
+    async def _run(
+        self, operation: str, name: str, now_ms: int, *args: str | bytes, extra_keys: tuple[str, ...] = ()
+    ) -> Any:
+        keys = (*breaker_keys(name), *extra_keys)
+        return await self._scripts[operation](keys=keys, args=(name, EVENTS_CHANNEL, *args, str(now_ms)))
 
     async def create(self, name: str, config: BreakerConfig, now_ms: int) -> bool:
         return bool(await self._run("configure", name, now_ms, "create", msgspec.json.encode(config)))
@@ -89,8 +93,8 @@ class VirtualClockScripts:
         raw = await self._run("configure", name, now_ms, "update", msgspec.json.encode(config), actor or "", reason)
         return _present(_snapshot(name, raw))
 
-    async def acquire(self, name: str, now_ms: int) -> Decision:
-        return _present(_decision(await self._run("acquire", name, now_ms)))
+    async def acquire(self, name: str, lease: bool, permit: str, now_ms: int) -> Decision:
+        return _present(_decision(await self._run("acquire", name, now_ms, "1" if lease else "", permit)))
 
     async def record(self, name: str, outcome: Outcome, now_ms: int) -> Snapshot:
         raw = await self._run(
@@ -102,6 +106,8 @@ class VirtualClockScripts:
             "" if outcome.duration_ms is None else repr(outcome.duration_ms),
             outcome.permit or "",
             "" if outcome.generation is None else str(outcome.generation),
+            "" if outcome.failures_seen is None else str(outcome.failures_seen),
+            extra_keys=() if outcome.report_id is None else (report_key(name, outcome.report_id),),
         )
         return _present(_snapshot(name, raw))
 
@@ -144,6 +150,7 @@ _EVENT_DATA: Final[dict[str, msgspec.json.Decoder[Any]]] = {
     "state": msgspec.json.Decoder(Transition),
     "failures": msgspec.json.Decoder(FailureSignal),
     "config": msgspec.json.Decoder(Snapshot),
+    "breaker": msgspec.json.Decoder(Snapshot),
 }
 _TRANSITION: Final = msgspec.json.Decoder(Transition)
 
@@ -203,11 +210,12 @@ def random_config(rng: random.Random) -> BreakerConfig:
         rate.update(
             slow_call_ms=rng.choice([1.0, 50.0, 99.5, 100.0]), slow_call_rate=rng.choice([0.25, 0.34, 0.5, 1.0])
         )
+    half_open_max_calls = rng.randint(1, 3)
     return BreakerConfig(
         failure_threshold=rng.randint(1, 5),
         open_timeout_s=open_timeout_s,
-        success_threshold=rng.randint(1, 3),
-        half_open_max_calls=rng.randint(1, 3),
+        success_threshold=rng.randint(1, half_open_max_calls),
+        half_open_max_calls=half_open_max_calls,
         permit_ttl_s=rng.choice([0.001, 0.005, 0.02, 0.05, 0.1, 0.3, 1.0]),
         open_backoff=rng.choice([1.0, 1.0, 1.5, 1.7, 2.0, 3.0, 100.0]),
         max_open_timeout_s=open_timeout_s * rng.choice([1.0, 1.5, 3.0, 10.0, 40.0]),
@@ -215,9 +223,9 @@ def random_config(rng: random.Random) -> BreakerConfig:
     )
 
 
-_OPERATIONS: Final = ("acquire", "success", "failure", "snapshot", "force", "reset", "configure")
-_WEIGHTS: Final = (32, 20, 20, 5, 4, 2, 3)
-_PROBING_WEIGHTS: Final = (30, 35, 12, 5, 3, 1, 2)  # HALF_OPEN: let more probe rounds run to the end
+_OPERATIONS: Final = ("acquire", "success", "failure", "rejected", "snapshot", "force", "reset", "configure")
+_WEIGHTS: Final = (32, 20, 20, 2, 5, 4, 2, 3)
+_PROBING_WEIGHTS: Final = (30, 35, 12, 1, 5, 3, 1, 2)  # HALF_OPEN: let more probe rounds run to the end
 _REASONS: Final = ("maintenance", "config updated", "incident 42")
 _ACTORS: Final = (None, "ops", "alice@example.com")
 
@@ -237,7 +245,7 @@ def lua_state(raw: dict[bytes, bytes]) -> dict[str, object]:
         name = key.decode()
         if name == "config":
             fields[name] = msgspec.json.decode(value, type=BreakerConfig)
-        elif name in ("state", "forced"):
+        elif name in ("state", "forced", "forced_actor", "forced_reason"):
             fields[name] = value.decode()
         else:
             fields[name] = _number(value)
@@ -250,6 +258,9 @@ def python_state(machine: BreakerMachine) -> dict[str, object]:
         "state": machine.state.value,
         "forced": "" if machine.forced is None else machine.forced.value,
         "forced_until_ms": machine.forced_until_ms,
+        "forced_actor": machine.forced_actor or "",
+        "forced_reason": machine.forced_reason,
+        "half_open_used": machine.half_open_used,
         "generation": machine.generation,
         "consecutive_failures": machine.consecutive_failures,
         "consecutive_successes": machine.consecutive_successes,
@@ -289,8 +300,14 @@ def transitions(events: list[Event]) -> list[Transition]:
     return [event for event in events if isinstance(event, Transition)]
 
 
-def published(events: list[Event]) -> list[Published]:
-    return [("state", event) if isinstance(event, Transition) else ("failures", event) for event in events]
+def published(events: list[Event], machine: BreakerMachine, now_ms: int) -> list[Published]:
+    """The messages a step publishes: its events, then after a transition the snapshot it left behind."""
+    messages: list[Published] = [
+        ("state", event) if isinstance(event, Transition) else ("failures", event) for event in events
+    ]
+    if transitions(events):
+        messages.append(("breaker", machine.view(now_ms)))
+    return messages
 
 
 # -- one sequence ---------------------------------------------------------------------------------------------------
@@ -321,6 +338,7 @@ class Differential:
         self.now_ms = self.start_ms
         self.machine = BreakerMachine(name=self.name, config=random_config(self.rng))
         self.granted: list[tuple[str, int]] = []  # every permit handed out, with the generation it came with
+        self.last_report: tuple[str, int] | None = None  # the last report_id sent, and when (virtual ms)
         self.history_seen = b"0-0"
         self.log: list[str] = []
         self.index = 0
@@ -360,11 +378,15 @@ class Differential:
             await self._acquire()
         elif operation in ("success", "failure"):
             await self._record(self._outcome(operation == "failure"))
+        elif operation == "rejected":
+            await self._record(
+                Outcome(outcome="rejected", count=self.rng.choice([1, 2, 9]), report_id=self._report_id())
+            )
         elif operation == "snapshot":
             self._begin("snapshot()")
             snapshot, events = self.machine.snapshot(self.now_ms)
             self._expect("snapshot", await self.lua.snapshot(self.name, self.now_ms), snapshot)
-            await self._compare_storage(transitions(events), published(events))
+            await self._compare_storage(transitions(events), published(events, self.machine, self.now_ms))
         elif operation == "force":
             await self._force()
         elif operation == "reset":
@@ -373,18 +395,19 @@ class Differential:
             events = self.machine.reset(reason, actor, self.now_ms)
             lua = await self.lua.reset(self.name, reason, actor, self.now_ms)
             self._expect("reset snapshot", lua, self.machine.view(self.now_ms))
-            await self._compare_storage(transitions(events), published(events))
+            await self._compare_storage(transitions(events), published(events, self.machine, self.now_ms))
         else:
             await self._configure()
 
     async def _acquire(self) -> None:
-        self._begin("acquire()")
-        decision, events = self.machine.acquire(self.now_ms)
-        self._expect("decision", await self.lua.acquire(self.name, self.now_ms), decision)
+        lease, permit = self.rng.random() < 0.7, new_permit()
+        self._begin(f"acquire(lease={lease}, permit={permit!r})")
+        decision, events = self.machine.acquire(self.now_ms, lease=lease, permit=permit)
+        self._expect("decision", await self.lua.acquire(self.name, lease, permit, self.now_ms), decision)
         if decision.permit is not None:
             self.granted.append((decision.permit, decision.generation))
         self.coverage.kinds["allowed" if decision.allowed else "denied"] += 1
-        await self._compare_storage(transitions(events), published(events))
+        await self._compare_storage(transitions(events), published(events, self.machine, self.now_ms))
 
     def _outcome(self, failed: bool) -> Outcome:
         rng, machine = self.rng, self.machine
@@ -407,13 +430,30 @@ class Differential:
             [None, 0.0, slow_ms, slow_ms - 0.01, slow_ms + 0.01, slow_ms / 2, slow_ms * 3, rng.uniform(0, 2 * slow_ms)]
         )
         count = 1 if permit is not None else rng.choice([1, 1, 1, 2, 3, 7])
+        seen = rng.choice([None, None, machine.failure, machine.failure, max(0, machine.failure - rng.randint(1, 3))])
         return Outcome(
             outcome="failure" if failed else "success",
             count=count,
             duration_ms=duration_ms,
             permit=permit,
             generation=max(0, generation) if generation is not None else None,
+            failures_seen=seen,
+            report_id=self._report_id(),
         )
+
+    def _report_id(self) -> str | None:
+        """None, a fresh id, or the last one again (a retry) while both sides still remember it: Redis forgets on its
+        own clock, so only a repeat within the shortest memory (60 s) is compared."""
+        roll = self.rng.random()
+        last = self.last_report
+        if last is not None and roll < 0.15 and self.now_ms - last[1] < REPORT_MIN_TTL_MS:
+            self.coverage.kinds["report repeated"] += 1
+            return last[0]
+        if roll < 0.5:
+            return None
+        report_id = f"{self.name}.{self.index}"
+        self.last_report = (report_id, self.now_ms)
+        return report_id
 
     async def _record(self, outcome: Outcome) -> None:
         self._begin(f"record({outcome})")
@@ -421,7 +461,7 @@ class Differential:
         lua = await self.lua.record(self.name, outcome, self.now_ms)
         self._expect("record snapshot", lua, self.machine.view(self.now_ms))
         self.coverage.kinds["failure signal"] += sum(isinstance(event, FailureSignal) for event in events)
-        await self._compare_storage(transitions(events), published(events))
+        await self._compare_storage(transitions(events), published(events, self.machine, self.now_ms))
 
     async def _force(self) -> None:
         rng = self.rng
@@ -432,7 +472,7 @@ class Differential:
         events = self.machine.force(mode, reason, ttl_s, actor, self.now_ms)
         lua = await self.lua.force(self.name, mode, reason, ttl_s, actor, self.now_ms)
         self._expect("force snapshot", lua, self.machine.view(self.now_ms))
-        await self._compare_storage(transitions(events), published(events))
+        await self._compare_storage(transitions(events), published(events, self.machine, self.now_ms))
 
     async def _configure(self) -> None:
         config = random_config(self.rng)
@@ -454,7 +494,9 @@ class Differential:
         )
         lua = await self.lua.update(self.name, config, actor, reason, self.now_ms)
         self._expect("configure snapshot", lua, snapshot)
-        await self._compare_storage([*transitions(events), audit], [*published(events), ("config", snapshot)])
+        await self._compare_storage(
+            [*transitions(events), audit], [*published(events, machine, self.now_ms), ("config", snapshot)]
+        )
 
     def _advance(self) -> int:
         """How far the clock moves before a step: 0, a few ms, or to just around a deadline the breaker has."""
@@ -556,3 +598,4 @@ async def test_lua_and_python_machines_agree_on_random_sequences(
     assert not missing, f"seeds {first_seed}-{first_seed + CHUNK - 1} never reached {missing}: {coverage}"
     assert coverage.kinds["failure signal"], f"no failure signal reached: {coverage}"
     assert coverage.kinds["denied"], f"no denial reached: {coverage}"
+    assert coverage.kinds["report repeated"], f"no report_id sent twice: {coverage}"

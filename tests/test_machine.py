@@ -52,7 +52,7 @@ def half_open(machine: BreakerMachine, now_ms: int = T0) -> tuple[str, int]:
     """Trip the machine and take the first probe permit; answers the permit and the time it was taken."""
     trip(machine, now_ms)
     at_ms = machine.open_until_ms
-    decision, _ = machine.acquire(at_ms)
+    decision, _ = machine.acquire(at_ms, lease=True)
     assert decision.allowed
     assert decision.permit is not None
     return decision.permit, at_ms
@@ -74,7 +74,7 @@ def test_new_breaker_is_closed_at_generation_one_with_zero_counts() -> None:
 def test_closed_without_failures_allows_without_permit_once_proven() -> None:
     machine = new_machine()
     machine.record(success(), T0)
-    decision, events = machine.acquire(T0)
+    decision, events = machine.acquire(T0, lease=True)
 
     assert decision.allowed
     assert decision.permit is None
@@ -97,7 +97,7 @@ def test_failures_add_their_count_to_the_consecutive_failures() -> None:
 def test_a_leased_success_resets_the_consecutive_failures() -> None:
     machine = new_machine()
     machine.record(failure(2), T0)
-    lease, _ = machine.acquire(T0)
+    lease, _ = machine.acquire(T0, lease=True)
 
     machine.record(success(permit=lease.permit), T0)
     machine.record(failure(2), T0)
@@ -107,22 +107,64 @@ def test_a_leased_success_resets_the_consecutive_failures() -> None:
     assert (machine.success, machine.failure) == (1, 4)
 
 
-def test_a_success_without_a_lease_does_not_end_a_failure_streak() -> None:
+def test_a_late_success_batch_does_not_end_a_failure_streak() -> None:
     machine = new_machine()
     machine.record(failure(2), T0)
 
-    machine.record(success(count=50), T0)
+    machine.record(success(count=50, failures_seen=0), T0)
     machine.record(failure(), T0)
 
     assert machine.state is State.OPEN
     assert (machine.success, machine.failure) == (50, 3)
 
 
+def test_a_plain_success_ends_a_failure_streak() -> None:
+    machine = new_machine()
+    machine.record(failure(2), T0)
+
+    machine.record(success(), T0)
+    machine.record(failure(), T0)
+
+    assert (machine.state, machine.consecutive_failures) == (State.CLOSED, 1)
+
+
+def test_a_plain_acquire_in_closed_never_leases() -> None:
+    machine = new_machine()
+    machine.record(failure(2), T0)
+
+    decisions = [machine.acquire(T0)[0] for _ in range(10)]
+
+    assert all((d.allowed, d.permit) == (True, None) for d in decisions)
+    assert machine.permits == {}
+
+
+def test_a_report_id_is_counted_once_while_remembered() -> None:
+    machine = new_machine()
+    machine.record(failure(report_id="r"), T0)
+
+    machine.record(failure(report_id="r"), T0 + 59_999)
+    remembered = machine.failure
+    machine.record(failure(report_id="r"), T0 + 60_000)
+
+    assert remembered == 1
+    assert machine.failure == 2, "forgotten after max(permit_ttl_s, 60 s)"
+
+
+def test_rejected_outcomes_only_count() -> None:
+    machine = new_machine()
+    machine.record(failure(2), T0)
+
+    events = machine.record(Outcome(outcome="rejected", count=3), T0)
+
+    assert events == []
+    assert (machine.rejected, machine.failure, machine.consecutive_failures) == (3, 2, 2)
+
+
 def test_a_success_without_a_lease_resets_nothing_but_proves_the_breaker() -> None:
     machine = new_machine()
     machine.record(success(), T0)
 
-    decision, _ = machine.acquire(T0)
+    decision, _ = machine.acquire(T0, lease=True)
 
     assert (decision.allowed, decision.permit) == (True, None)
 
@@ -166,7 +208,7 @@ def test_failure_signal_is_emitted_when_failures_start_and_when_they_clear() -> 
 
     first = machine.record(failure(), T0)
     second = machine.record(failure(), T0)
-    lease, _ = machine.acquire(T0)
+    lease, _ = machine.acquire(T0, lease=True)
     cleared = machine.record(success(permit=lease.permit), T0)
     quiet = machine.record(success(), T0)
 
@@ -183,7 +225,7 @@ def test_open_denies_with_the_time_left_and_counts_rejected() -> None:
     machine = new_machine()
     trip(machine, T0)
 
-    decision, events = machine.acquire(T0 + 2_500)
+    decision, events = machine.acquire(T0 + 2_500, lease=True)
 
     assert not decision.allowed
     assert decision.permit is None
@@ -197,7 +239,7 @@ def test_open_one_millisecond_before_the_timeout_still_denies() -> None:
     machine = new_machine()
     trip(machine, T0)
 
-    decision, _ = machine.acquire(machine.open_until_ms - 1)
+    decision, _ = machine.acquire(machine.open_until_ms - 1, lease=True)
 
     assert not decision.allowed
     assert decision.retry_after_s == 0.001
@@ -220,13 +262,13 @@ def test_first_acquire_after_the_timeout_moves_to_half_open_and_takes_a_permit()
     machine = new_machine()
     trip(machine, T0)
 
-    decision, events = machine.acquire(T0 + 10_000)
+    decision, events = machine.acquire(T0 + 10_000, lease=True)
 
     assert decision.allowed
     assert decision.state is State.HALF_OPEN
     assert decision.generation == 3
-    assert decision.permit == "3-1"
-    assert machine.permits == {"3-1": T0 + 10_000 + 5_000}
+    assert decision.permit is not None
+    assert machine.permits == {decision.permit: T0 + 10_000 + 5_000}
     assert [(t.from_state, t.to_state, t.reason, t.generation) for t in transitions(events)] == [
         (State.OPEN, State.HALF_OPEN, "open timeout elapsed", 3)
     ]
@@ -252,8 +294,8 @@ def test_half_open_grants_at_most_half_open_max_calls_permits() -> None:
     machine = new_machine()
     first, at_ms = half_open(machine)
 
-    second, _ = machine.acquire(at_ms + 1_000)
-    third, _ = machine.acquire(at_ms + 2_000)
+    second, _ = machine.acquire(at_ms + 1_000, lease=True)
+    third, _ = machine.acquire(at_ms + 2_000, lease=True)
 
     assert second.allowed
     assert second.permit not in (None, first)
@@ -263,21 +305,40 @@ def test_half_open_grants_at_most_half_open_max_calls_permits() -> None:
     assert machine.rejected == 1
 
 
-def test_permit_ids_are_generation_and_sequence() -> None:
-    machine = new_machine()
+def test_permit_ids_are_random_or_the_given_ones() -> None:
+    machine = new_machine(BreakerConfig(failure_threshold=100))
+
+    drawn = [machine.acquire(T0, lease=True)[0].permit for _ in range(50)]
+    given, _ = machine.acquire(T0, lease=True, permit="chosen-by-the-replica")
+
+    assert len(set(drawn)) == 50
+    assert all(permit is not None and len(permit) >= 16 for permit in drawn), "96 bits from secrets"
+    assert given.permit == "chosen-by-the-replica"
+
+
+def test_a_reported_probe_keeps_its_slot_and_an_expired_one_gives_it_back() -> None:
+    machine = new_machine(BreakerConfig(half_open_max_calls=2, success_threshold=2, permit_ttl_s=5.0))
     first, at_ms = half_open(machine)
+    machine.record(success(permit=first), at_ms)
+    second, _ = machine.acquire(at_ms, lease=True)
 
-    second, _ = machine.acquire(at_ms)
+    full, _ = machine.acquire(at_ms + 1, lease=True)
+    after_expiry, _ = machine.acquire(at_ms + 5_000, lease=True)
 
-    assert (first, second.permit) == (f"{machine.generation}-1", f"{machine.generation}-2")
+    assert second.allowed
+    assert not full.allowed, "2 probes per window in total: the reported one still counts"
+    assert after_expiry.allowed, "the second probe expired unreported: its slot is back"
+    assert machine.half_open_used == 2
 
 
 def test_expired_permit_frees_its_slot() -> None:
-    machine = new_machine(BreakerConfig(half_open_max_calls=1, permit_ttl_s=5.0, open_timeout_s=10.0))
+    machine = new_machine(
+        BreakerConfig(half_open_max_calls=1, success_threshold=1, permit_ttl_s=5.0, open_timeout_s=10.0)
+    )
     first, at_ms = half_open(machine)
-    denied, _ = machine.acquire(at_ms + 4_999)
+    denied, _ = machine.acquire(at_ms + 4_999, lease=True)
 
-    regranted, _ = machine.acquire(at_ms + 5_000)
+    regranted, _ = machine.acquire(at_ms + 5_000, lease=True)
 
     assert not denied.allowed
     assert regranted.allowed
@@ -288,7 +349,7 @@ def test_expired_permit_frees_its_slot() -> None:
 def test_probe_successes_up_to_the_threshold_close_the_breaker() -> None:
     machine = new_machine()
     first, at_ms = half_open(machine)
-    second, _ = machine.acquire(at_ms)
+    second, _ = machine.acquire(at_ms, lease=True)
     assert second.permit is not None
 
     after_one = machine.record(success(permit=first), at_ms + 1)
@@ -329,7 +390,7 @@ def test_failed_half_open_rounds_multiply_the_open_time_up_to_the_cap() -> None:
     open_times_ms = [machine.open_until_ms - machine.opened_at_ms]
 
     for _ in range(4):
-        decision, _ = machine.acquire(machine.open_until_ms)
+        decision, _ = machine.acquire(machine.open_until_ms, lease=True)
         assert decision.permit is not None
         machine.record(failure(permit=decision.permit), machine.open_until_ms)
         open_times_ms.append(machine.open_until_ms - machine.opened_at_ms)
@@ -343,7 +404,7 @@ def test_a_backoff_too_large_for_a_float_is_capped_not_an_error() -> None:
     trip(machine, T0)
     machine.open_streak = 200  # 100.0**200 overflows a float; Lua's arithmetic gives inf and caps it
 
-    decision, _ = machine.acquire(machine.open_until_ms)
+    decision, _ = machine.acquire(machine.open_until_ms, lease=True)
     machine.record(failure(permit=decision.permit), machine.open_until_ms)
 
     assert machine.open_until_ms - machine.opened_at_ms == 600_000
@@ -354,7 +415,7 @@ def test_closing_through_probes_resets_the_backoff() -> None:
     machine = new_machine(config)
     permit, at_ms = half_open(machine)
     machine.record(failure(permit=permit), at_ms)
-    decision, _ = machine.acquire(machine.open_until_ms)
+    decision, _ = machine.acquire(machine.open_until_ms, lease=True)
     assert decision.permit is not None
     machine.record(success(permit=decision.permit), machine.open_until_ms)
     assert machine.state is State.CLOSED
@@ -389,7 +450,7 @@ def test_half_open_outcome_without_a_valid_permit_changes_nothing_but_counts(per
 
 def test_stale_generation_changes_no_state_but_counts_and_keeps_the_permit() -> None:
     machine = new_machine(BreakerConfig(failure_threshold=3, success_threshold=1))
-    before_trip, _ = machine.acquire(T0)
+    before_trip, _ = machine.acquire(T0, lease=True)
     permit, at_ms = half_open(machine)
 
     late = machine.record(failure(permit=permit, generation=before_trip.generation), at_ms + 1)
@@ -417,7 +478,7 @@ def test_generation_bumps_once_for_every_transition_force_reset_and_force_expiry
 
     trip(machine, T0)
     generations.append(machine.generation)
-    decision, _ = machine.acquire(T0 + 1_000)
+    decision, _ = machine.acquire(T0 + 1_000, lease=True)
     generations.append(machine.generation)
     assert decision.permit is not None
     machine.record(success(permit=decision.permit), T0 + 1_000)
@@ -439,9 +500,9 @@ def test_closed_with_failures_hands_out_leases_until_failures_plus_leases_reach_
     machine = new_machine()
     machine.record(failure(), T0)
 
-    first, _ = machine.acquire(T0)
-    second, _ = machine.acquire(T0 + 1_000)
-    third, _ = machine.acquire(T0 + 2_000)
+    first, _ = machine.acquire(T0, lease=True)
+    second, _ = machine.acquire(T0 + 1_000, lease=True)
+    third, _ = machine.acquire(T0 + 2_000, lease=True)
 
     assert first.allowed
     assert first.permit is not None
@@ -457,10 +518,10 @@ def test_closed_with_failures_hands_out_leases_until_failures_plus_leases_reach_
 def test_a_success_on_a_lease_clears_failures_so_calls_flow_without_permits() -> None:
     machine = new_machine()
     machine.record(failure(), T0)
-    lease, _ = machine.acquire(T0)
+    lease, _ = machine.acquire(T0, lease=True)
 
     machine.record(success(permit=lease.permit), T0 + 1)
-    decision, _ = machine.acquire(T0 + 2)
+    decision, _ = machine.acquire(T0 + 2, lease=True)
 
     assert machine.permits == {}
     assert decision.allowed
@@ -470,11 +531,11 @@ def test_a_success_on_a_lease_clears_failures_so_calls_flow_without_permits() ->
 def test_a_failure_on_a_lease_releases_it_and_counts_toward_the_threshold() -> None:
     machine = new_machine()
     machine.record(failure(), T0)
-    lease, _ = machine.acquire(T0)
-    other, _ = machine.acquire(T0)
+    lease, _ = machine.acquire(T0, lease=True)
+    other, _ = machine.acquire(T0, lease=True)
 
     machine.record(failure(permit=lease.permit), T0 + 1)
-    denied, _ = machine.acquire(T0 + 2)
+    denied, _ = machine.acquire(T0 + 2, lease=True)
 
     assert list(machine.permits) == [other.permit]
     assert machine.consecutive_failures == 2
@@ -484,10 +545,10 @@ def test_a_failure_on_a_lease_releases_it_and_counts_toward_the_threshold() -> N
 def test_an_expired_lease_frees_the_budget() -> None:
     machine = new_machine()
     machine.record(failure(), T0)
-    machine.acquire(T0)
-    machine.acquire(T0)
+    machine.acquire(T0, lease=True)
+    machine.acquire(T0, lease=True)
 
-    decision, _ = machine.acquire(T0 + 5_000)
+    decision, _ = machine.acquire(T0 + 5_000, lease=True)
 
     assert decision.allowed
     assert decision.permit is not None
@@ -585,7 +646,7 @@ def test_forced_open_denies_everything_without_retry_after_when_it_has_no_ttl() 
     machine = new_machine()
 
     events = machine.force(State.OPEN, "maintenance", None, "ops", T0)
-    decision, _ = machine.acquire(T0 + 1)
+    decision, _ = machine.acquire(T0 + 1, lease=True)
 
     assert not decision.allowed
     assert decision.state is State.OPEN
@@ -600,7 +661,7 @@ def test_forced_open_with_a_ttl_answers_the_time_left_on_the_force() -> None:
     machine = new_machine()
     machine.force(State.OPEN, "maintenance", 30.0, "ops", T0)
 
-    decision, _ = machine.acquire(T0 + 10_000)
+    decision, _ = machine.acquire(T0 + 10_000, lease=True)
     snapshot, _ = machine.snapshot(T0 + 10_000)
 
     assert decision.retry_after_s == 20.0
@@ -622,7 +683,7 @@ def test_forced_closed_allows_everything_and_never_trips() -> None:
     machine.force(State.CLOSED, "trust me", None, "ops", T0)
 
     events = machine.record(failure(1_000), T0)
-    decision, _ = machine.acquire(T0)
+    decision, _ = machine.acquire(T0, lease=True)
 
     assert events == []
     assert decision.allowed
@@ -659,7 +720,7 @@ def test_an_expired_force_lifts_to_fresh_closed_on_any_operation(operation: str)
     expiry_ms = T0 + 2_000
 
     if operation == "acquire":
-        _, events = machine.acquire(expiry_ms)
+        _, events = machine.acquire(expiry_ms, lease=True)
     elif operation == "record":
         events = machine.record(success(), expiry_ms)
     elif operation == "snapshot":
@@ -701,7 +762,7 @@ def test_reset_gives_fresh_closed_with_counts_cleared_and_force_lifted() -> None
     machine.record(failure(2), T0)
     machine.record(success(), T0)
     machine.force(State.OPEN, "drill", None, "ops", T0)
-    machine.acquire(T0)
+    machine.acquire(T0, lease=True)
     generation = machine.generation
 
     events = machine.reset("all clear", "admin", T0 + 5)
@@ -758,7 +819,7 @@ WALK_CONFIGS: Final = [
 def _random_step(machine: BreakerMachine, rng: random.Random, now_ms: int, held: list[str]) -> list[Event]:
     roll = rng.random()
     if roll < 0.35:
-        decision, events = machine.acquire(now_ms)
+        decision, events = machine.acquire(now_ms, lease=True)
         if decision.allowed and decision.state is State.HALF_OPEN:
             assert decision.permit is not None, "a half-open call always carries a permit"
         if decision.permit is not None:

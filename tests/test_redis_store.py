@@ -9,20 +9,22 @@ import asyncio
 import hashlib
 from typing import TYPE_CHECKING, Final
 
+import msgspec
 import pytest
 import redis.asyncio
+import structlog.testing
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from breaker_client.protocol.models import BreakerConfig, Deleted, Outcome, Snapshot, State, Transition
+from breaker_client.protocol.models import BreakerConfig, Decision, Deleted, Outcome, Snapshot, State, Transition
 from breaker_service.errors import BreakerCapError, StoreUnavailableError
 from breaker_service.events import EVENTS_CHANNEL
 from breaker_service.store.breaker_redis import RedisStore
 from breaker_service.store.connection_redis import create_redis
-from breaker_service.store.keys import AUDIT_KEY, REGISTRY_KEY, breaker_keys, history_key
+from breaker_service.store.keys import AUDIT_KEY, REGISTRY_KEY, breaker_keys, history_key, report_key, state_key
 from breaker_service.store.scripts_redis import SOURCES
 from tests._waiting import wait_until
 
@@ -116,13 +118,47 @@ async def test_record_on_an_existing_breaker_is_one_evalsha(
 async def test_every_key_of_a_breaker_hashes_to_one_slot(store: RedisStore, redis_client: redis.asyncio.Redis) -> None:
     pattern = "brk:{rate-x}:*"
     await store.record("rate-x", Outcome(outcome="failure"))
-    await store.acquire("rate-x")  # a lease: permits exist while failures accumulate
+    await store.acquire("rate-x", lease=True)  # a lease: permits exist while failures accumulate
+    await store.record("rate-x", Outcome(outcome="success", report_id="once"))
     written = {key async for key in redis_client.scan_iter(match=pattern)}
     await store.force("rate-x", State.OPEN, reason="drill", ttl_s=None, actor="ops")
     written |= {key async for key in redis_client.scan_iter(match=pattern)}
 
-    assert written == {key.encode() for key in breaker_keys("rate-x")}
+    assert written == {key.encode() for key in (*breaker_keys("rate-x"), report_key("rate-x", "once"))}
     assert {key_slot(key) for key in written} == {key_slot(b"rate-x")}
+
+
+async def test_a_stored_config_that_breaks_the_probe_rule_is_read_corrected_with_a_warning(
+    store: RedisStore, redis_client: redis.asyncio.Redis
+) -> None:
+    await store.declare("old", BreakerConfig(failure_threshold=1, success_threshold=2, half_open_max_calls=2))
+    # As a v1 service could have stored it: more probe successes than probes.
+    fields = msgspec.structs.asdict(
+        BreakerConfig(failure_threshold=1, open_timeout_s=0.001, success_threshold=2, half_open_max_calls=2)
+    )
+    stored = msgspec.json.encode({**fields, "success_threshold": 4})
+    await redis_client.hset(state_key("old"), "config", stored)  # type: ignore[misc]  # redis-py's async hint
+
+    with structlog.testing.capture_logs() as logs:
+        snapshot = await store.snapshot("old")
+    await store.record("old", Outcome(outcome="failure"))
+    probes: list[Decision] = []
+
+    async def first_probe_granted() -> bool:  # the open time (1 ms of Redis time) has passed
+        decision = await store.acquire("old")
+        if decision.allowed:
+            probes.append(decision)
+        return decision.allowed
+
+    await wait_until(first_probe_granted, "the first probe")
+    probes += [await store.acquire("old") for _ in range(2)]
+    for probe in probes[:2]:
+        await store.record("old", Outcome(outcome="success", permit=probe.permit))
+
+    assert (snapshot.config.success_threshold, snapshot.config.half_open_max_calls) == (2, 2)
+    assert any("stored config corrected" in line["event"] for line in logs)
+    assert [probe.allowed for probe in probes] == [True, True, False]
+    assert (await store.snapshot("old")).state is State.CLOSED, "two probe successes close it, as the config reads"
 
 
 async def test_implicit_creation_registers_the_breaker_with_its_resolved_config(store: RedisStore) -> None:
@@ -172,6 +208,7 @@ async def test_events_deliver_transitions_and_config_then_unsubscribe(
 
     forced = await store.force("a", State.OPEN, reason="drill", ttl_s=None, actor="ops")
     state_event = await asyncio.wait_for(first, WAIT_TIMEOUT_S)
+    breaker_event = await asyncio.wait_for(anext(events), WAIT_TIMEOUT_S)
     configured = await store.configure("a", BreakerConfig(open_timeout_s=5.5), actor="ops", reason="tune")
     config_event = await asyncio.wait_for(anext(events), WAIT_TIMEOUT_S)
     await store.delete("a", actor="ops", reason="done")
@@ -183,6 +220,7 @@ async def test_events_deliver_transitions_and_config_then_unsubscribe(
     assert (state_event.data.from_state, state_event.data.to_state) == (State.CLOSED, State.OPEN)
     assert (state_event.data.actor, state_event.data.reason) == ("ops", "drill")
     assert state_event.data.generation == forced.generation
+    assert (breaker_event.kind, breaker_event.data) == ("breaker", forced), "the script hands out its snapshot"
     assert config_event.kind == "config"
     assert config_event.data == configured
     assert isinstance(config_event.data, Snapshot)
@@ -301,7 +339,7 @@ async def test_an_idle_event_subscription_outlives_the_command_timeout(
         await wait_until(an_event_arrived, "the state event")
 
         assert not consumer.done()
-        assert seen == ["state"]
+        assert seen[0] == "state"
         consumer.cancel()
     finally:
         await clock.aclose()

@@ -89,7 +89,7 @@ async def test_outage_answers_from_the_last_known_state(store: ResilientStore, s
     await store.record("svc", FAILURE)
     server.kill()
 
-    decision = await store.acquire("svc")
+    decision = await store.acquire("svc", lease=True)
     assert decision.degraded
     assert store.degraded
     assert store.kind == "redis"

@@ -11,5 +11,5 @@ if not load() then return false end
 lift_expired_force()
 transition('CLOSED', reason, actor, mode)
 if ttl_ms then S.forced_until_ms = NOW_MS + ttl_ms end
-save()
+finish()
 return snapshot_reply()

@@ -1,14 +1,21 @@
 -- record.lua: take the outcome of one call, or `count` calls (docs/semantics.md, "record"). Runs after _lib.lua.
 -- KEYS[1..4] and ARGV[1..2] as in _lib.lua
--- ARGV[3] "success" or "failure"   ARGV[4] count   ARGV[5] duration_ms or ""
+-- KEYS[5] brk:{name}:report:<report_id>, only when the outcome has a report_id: it is counted once
+-- ARGV[3] "success", "failure" or "rejected"   ARGV[4] count   ARGV[5] duration_ms or ""
 -- ARGV[6] permit or ""             ARGV[7] the generation the caller saw, or ""
+-- ARGV[8] failures_seen (the counts.failure the reporter knew when the call was admitted) or ""
 -- returns nil when the breaker does not exist, else the snapshot reply (_lib.lua)
 
+local REPORT_KEY = KEYS[5]
+-- A report_id is remembered for at least permit_ttl_s (and a minute), whichever replica receives it.
+local REPORT_MIN_TTL_MS = 60000
 local failed = ARGV[3] == 'failure'
+local rejected = ARGV[3] == 'rejected'
 local count = tonumber(ARGV[4])
 local duration_ms = tonumber(ARGV[5])
 local permit = ARGV[6]
 local generation = tonumber(ARGV[7])
+local failures_seen = tonumber(ARGV[8])
 
 -- Adds the outcome to the current bucket, drops buckets that left the window, and answers the window's
 -- totals: calls, failures, slow calls.
@@ -58,15 +65,15 @@ local function record_probe()
   end
 end
 
-local function record_closed(had_permit)
+local function record_closed()
   local was_failing = S.consecutive_failures > 0
   if failed then
     S.consecutive_failures = S.consecutive_failures + count
   else
     S.proven = 1
-    -- While failures accumulate only a leased success ends the streak: one without a lease may have been
-    -- admitted before the streak began (a late batch from a client on its fast path) and says nothing new.
-    if had_permit or not was_failing then S.consecutive_failures = 0 end
+    -- A success ends the streak, unless its reporter says it was admitted before failures it had not seen (a
+    -- late batch from a client's fast path): counted, but it says nothing about the dependency now.
+    if not (failures_seen and failures_seen < S.failure) then S.consecutive_failures = 0 end
   end
   local window = cfg.window_s and add_to_window()
   if S.consecutive_failures >= cfg.failure_threshold then
@@ -88,6 +95,10 @@ end
 
 local function apply()
   lift_expired_force()
+  if rejected then
+    S.rejected = S.rejected + count
+    return
+  end
   if failed then
     S.failure = S.failure + count
   else
@@ -102,10 +113,21 @@ local function apply()
     if had_permit then record_probe() end
     return
   end
-  record_closed(had_permit)
+  record_closed()
+end
+
+-- True when this report_id was counted before (by any replica): the outcome is not applied again.
+local function already_counted()
+  if not REPORT_KEY then return false end
+  local ttl_ms = math.max(math.floor(cfg.permit_ttl_s * 1000), REPORT_MIN_TTL_MS)
+  return not redis.call('SET', REPORT_KEY, '1', 'NX', 'PX', ttl_ms)
 end
 
 if not load() then return false end
-apply()
-save()
+if already_counted() then
+  lift_expired_force()
+else
+  apply()
+end
+finish()
 return snapshot_reply()

@@ -10,5 +10,5 @@ local actor = ARGV[4] ~= '' and ARGV[4] or nil
 if not load() then return false end
 S.success, S.failure, S.rejected = 0, 0, 0
 transition('CLOSED', reason, actor, '')
-save()
+finish()
 return snapshot_reply()

@@ -4,5 +4,5 @@
 
 if not load() then return false end
 lift_expired_force()
-save()
+finish()
 return snapshot_reply()

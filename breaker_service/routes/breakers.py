@@ -13,6 +13,7 @@ from breaker_client.protocol.models import (
     AcquireRequest,
     BreakerConfig,
     BreakerList,
+    ConfigPatch,
     Decision,
     ForceRequest,
     History,
@@ -43,6 +44,7 @@ _ACQUIRE: Final = msgspec.json.Decoder(AcquireRequest)
 _OUTCOME: Final = msgspec.json.Decoder(Outcome)
 _FORCE: Final = msgspec.json.Decoder(ForceRequest)
 _RESET: Final = msgspec.json.Decoder(ResetRequest)
+_PATCH: Final = msgspec.json.Decoder(ConfigPatch)
 _OBJECT: Final = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -69,6 +71,20 @@ async def put_breaker(request: Request) -> Response:
     return MsgspecResponse(snapshot)
 
 
+@operation(
+    "Merge config fields into a breaker's config",
+    role=Role.ADMIN,
+    body=ConfigPatch,
+    answer=Snapshot,
+    query=REASON_QUERY,
+)
+async def patch_breaker(request: Request) -> Response:
+    reason = audit_reason(request)
+    patch = await read_body(request, _PATCH)
+    snapshot = await context(request).store.patch(name_of(request), patch, actor=actor_of(request), reason=reason)
+    return MsgspecResponse(snapshot)
+
+
 @operation("Delete a breaker and its history", role=Role.ADMIN, status=204, query=REASON_QUERY)
 async def delete_breaker(request: Request) -> Response:
     reason = audit_reason(request)
@@ -79,8 +95,8 @@ async def delete_breaker(request: Request) -> Response:
 @operation("Ask to make one call", role=Role.CLIENT, body=AcquireRequest, answer=Decision)
 async def acquire(request: Request) -> Response:
     ctx, name = context(request), name_of(request)
-    await read_body(request, _ACQUIRE, empty=b"{}")
-    decision = await ctx.store.acquire(name)
+    body = await read_body(request, _ACQUIRE, empty=b"{}")
+    decision = await ctx.store.acquire(name, lease=body.lease)
     ctx.metrics.decision(name, decision)
     return MsgspecResponse(decision)
 
@@ -132,6 +148,7 @@ ROUTES: Final = [
     Route("/breakers", list_breakers, methods=["GET"]),
     Route("/breakers/{name}", get_breaker, methods=["GET"]),
     Route("/breakers/{name}", put_breaker, methods=["PUT"]),
+    Route("/breakers/{name}", patch_breaker, methods=["PATCH"]),
     Route("/breakers/{name}", delete_breaker, methods=["DELETE"]),
     Route("/breakers/{name}/acquire", acquire, methods=["POST"]),
     Route("/breakers/{name}/record", record, methods=["POST"]),

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
 
-from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
+import msgspec
+
+from breaker_client.protocol.models import BreakerConfig, ConfigPatch, Decision, Outcome, Snapshot, State, Transition
+from breaker_service.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     import asyncio
@@ -20,6 +23,14 @@ if TYPE_CHECKING:
 
 ConfigResolver = Callable[[str], BreakerConfig]
 """The config a breaker gets when it is created implicitly: its config-file override, else the defaults."""
+
+
+def patched(config: BreakerConfig, patch: ConfigPatch) -> BreakerConfig:
+    """`config` with the PATCH fields merged in; `InvalidRequestError` (422 ORC_001) when it breaks a rule."""
+    try:
+        return patch.apply(config)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(f"invalid config: {exc}", details={"fields": patch.fields()}) from exc
 
 
 class BreakerStore(Protocol):
@@ -64,11 +75,17 @@ class BreakerStore(Protocol):
         """Create the breaker or replace its config; audited."""
         ...
 
+    async def patch(self, name: str, patch: ConfigPatch, *, actor: str | None, reason: str | None) -> Snapshot:
+        """Merge `patch` into the current config atomically; audited. `UnknownBreakerError` if absent,
+        `InvalidRequestError` when the merged config breaks a rule (nothing changes)."""
+        ...
+
     async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
         """Remove the breaker and its history; `UnknownBreakerError` if absent."""
 
-    async def acquire(self, name: str) -> Decision:
-        """Ask to make one call; creates an unknown breaker with its resolved config."""
+    async def acquire(self, name: str, *, lease: bool = False) -> Decision:
+        """Ask to make one call (`lease`: take part in fleet budgeting); creates an unknown breaker with its
+        resolved config."""
         ...
 
     async def record(self, name: str, outcome: Outcome) -> Snapshot:
@@ -93,6 +110,9 @@ class BreakerStore(Protocol):
 
     def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
         """Every event published by any replica from now on, until the consumer stops iterating.
+
+        A transition comes as its `state` event followed by a `breaker` event with the snapshot the operation left
+        behind: state flows one way, from the writer, and nobody reads it back.
 
         `subscribed` is set once the subscription is live, so a snapshot read after it misses no change.
         """

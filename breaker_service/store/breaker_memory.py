@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 from breaker_client.protocol.machine import BreakerMachine, Event
 from breaker_client.protocol.models import (
     BreakerConfig,
+    ConfigPatch,
     Decision,
     Deleted,
     FailureSignal,
@@ -20,6 +21,7 @@ from breaker_client.protocol.models import (
 from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.events import StoreEvent
+from breaker_service.store.breaker_base import patched
 from breaker_service.store.status_memory import MemoryStatusStore
 
 if TYPE_CHECKING:
@@ -74,6 +76,16 @@ class MemoryStore:
 
     async def configure(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str | None) -> Snapshot:
         machine = self._machines.get(name) or self._create(name, config)
+        return self._replace_config(machine, config, actor=actor, reason=reason)
+
+    async def patch(self, name: str, patch: ConfigPatch, *, actor: str | None, reason: str | None) -> Snapshot:
+        machine = self._existing(name)
+        return self._replace_config(machine, patched(machine.config, patch), actor=actor, reason=reason)
+
+    def _replace_config(
+        self, machine: BreakerMachine, config: BreakerConfig, *, actor: str | None, reason: str | None
+    ) -> Snapshot:
+        name = machine.name
         machine.config = config
         now_ms = self._clock()
         snapshot = self._read(machine, now_ms)
@@ -97,28 +109,29 @@ class MemoryStore:
         del self._history[name]
         self._publish(StoreEvent(kind="deleted", data=Deleted(name=name)))
 
-    async def acquire(self, name: str) -> Decision:
+    async def acquire(self, name: str, *, lease: bool = False) -> Decision:
         machine = self._get_or_create(name)
-        decision, events = machine.acquire(self._clock())
-        self._emit(events)
+        now_ms = self._clock()
+        decision, events = machine.acquire(now_ms, lease=lease)
+        self._emit(machine, events, now_ms)
         return decision
 
     async def record(self, name: str, outcome: Outcome) -> Snapshot:
         machine = self._get_or_create(name)
         now_ms = self._clock()
-        self._emit(machine.record(outcome, now_ms))
+        self._emit(machine, machine.record(outcome, now_ms), now_ms)
         return machine.view(now_ms)
 
     async def force(self, name: str, mode: State, *, reason: str, ttl_s: float | None, actor: str | None) -> Snapshot:
         machine = self._get_or_create(name)
         now_ms = self._clock()
-        self._emit(machine.force(mode, reason, ttl_s, actor, now_ms))
+        self._emit(machine, machine.force(mode, reason, ttl_s, actor, now_ms), now_ms)
         return machine.view(now_ms)
 
     async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:
         machine = self._existing(name)
         now_ms = self._clock()
-        self._emit(machine.reset(reason, actor, now_ms))
+        self._emit(machine, machine.reset(reason, actor, now_ms), now_ms)
         return machine.view(now_ms)
 
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
@@ -160,17 +173,23 @@ class MemoryStore:
         return machine
 
     def _read(self, machine: BreakerMachine, now_ms: int | None = None) -> Snapshot:
-        snapshot, events = machine.snapshot(self._clock() if now_ms is None else now_ms)
-        self._emit(events)
+        now_ms = self._clock() if now_ms is None else now_ms
+        snapshot, events = machine.snapshot(now_ms)
+        self._emit(machine, events, now_ms)
         return snapshot
 
-    def _emit(self, events: list[Event]) -> None:
+    def _emit(self, machine: BreakerMachine, events: list[Event], now_ms: int) -> None:
+        """Publish what an operation did; after a transition, the snapshot it left behind (as the scripts do)."""
+        transitioned = False
         for event in events:
             if isinstance(event, FailureSignal):
                 self._publish(StoreEvent(kind="failures", data=event))
             else:
+                transitioned = True
                 self._history[event.name].appendleft(event)
                 self._publish(StoreEvent(kind="state", data=event))
+        if transitioned:
+            self._publish(StoreEvent(kind="breaker", data=machine.view(now_ms)))
 
     def _publish(self, event: StoreEvent) -> None:
         for queue in self._subscribers:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import msgspec
 from redis.exceptions import RedisError
 
-from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
+from breaker_client.protocol.models import BreakerConfig, ConfigPatch, Decision, Outcome, Snapshot, State, Transition
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.events import EVENTS_CHANNEL, StoreEvent, decode_event
 from breaker_service.store.connection_redis import confirmed, unavailable
@@ -104,6 +104,14 @@ class RedisStore:
             await self._audit(name, "configure", actor, reason)
         return snapshot
 
+    async def patch(self, name: str, patch: ConfigPatch, *, actor: str | None, reason: str | None) -> Snapshot:
+        """Merge fields into the config in one script (which checks the merged config); audited."""
+        reason = reason or CONFIG_REASON
+        with unavailable():
+            snapshot = _known(name, await self._scripts.patch(name, patch, actor=actor, reason=reason))
+            await self._audit(name, "configure", actor, reason)
+        return snapshot
+
     async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
         """Remove the breaker, its history and its registry entry; audited."""
         with unavailable():
@@ -114,10 +122,10 @@ class RedisStore:
             _add_audit(pipe, name, "delete", actor, reason)
             await pipe.execute()
 
-    async def acquire(self, name: str) -> Decision:
+    async def acquire(self, name: str, *, lease: bool = False) -> Decision:
         """Ask to make one call; one EVALSHA for an existing breaker."""
         with unavailable():
-            return await self._creating(name, lambda: self._scripts.acquire(name))
+            return await self._creating(name, lambda: self._scripts.acquire(name, lease=lease))
 
     async def record(self, name: str, outcome: Outcome) -> Snapshot:
         """Take one outcome; one EVALSHA for an existing breaker."""

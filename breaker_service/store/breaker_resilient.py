@@ -30,7 +30,18 @@ import msgspec
 import structlog
 
 from breaker_client.protocol.machine import BreakerMachine
-from breaker_client.protocol.models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State, Transition
+from breaker_client.protocol.models import (
+    BreakerConfig,
+    ConfigPatch,
+    Counts,
+    Decision,
+    Deleted,
+    Force,
+    Outcome,
+    Snapshot,
+    State,
+    Transition,
+)
 from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.errors import BreakerCapError, StoreUnavailableError, UnknownBreakerError
 
@@ -169,16 +180,16 @@ class ResilientStore:
 
     # -- the hot path -----------------------------------------------------------------------------------------
 
-    async def acquire(self, name: str) -> Decision:
+    async def acquire(self, name: str, *, lease: bool = False) -> Decision:
         if not self.degraded:
             try:
-                decision = await self._shared.acquire(name)
+                decision = await self._shared.acquire(name, lease=lease)
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
             else:
                 self._remember_decision(name, decision)
                 return decision
-        decision, _ = self._machine(name).acquire(self._clock())
+        decision, _ = self._machine(name).acquire(self._clock(), lease=lease)
         permit = None if decision.permit is None else LOCAL_PERMIT_PREFIX + decision.permit
         return msgspec.structs.replace(decision, permit=permit, degraded=True)
 
@@ -200,6 +211,10 @@ class ResilientStore:
     async def configure(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str | None) -> Snapshot:
         async with self._writing():
             return self._remember(await self._shared.configure(name, config, actor=actor, reason=reason))
+
+    async def patch(self, name: str, patch: ConfigPatch, *, actor: str | None, reason: str | None) -> Snapshot:
+        async with self._writing():
+            return self._remember(await self._shared.patch(name, patch, actor=actor, reason=reason))
 
     async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
         async with self._writing():
@@ -224,7 +239,8 @@ class ResilientStore:
 
         A lost subscription alone does not make the store degraded: acquire and record decide that. Events published
         while no subscription was up are lost (pub/sub keeps nothing). Transitions of the local machines are not
-        published: they are this replica's alone.
+        published: they are this replica's alone. The snapshots the events carry (`breaker`, `config`) keep what
+        this replica knows current for a later outage, whichever replica made the change.
         """
         delay = self._retry_min_s
         while not self._closed:
@@ -232,6 +248,7 @@ class ResilientStore:
             try:
                 async for event in self._shared.events(subscribed):
                     delay = self._retry_min_s
+                    self._learn(event)
                     yield event
             except StoreUnavailableError as exc:
                 log.info("events subscription lost", store=self.kind, error=exc.message, retry_in_s=delay)
@@ -308,6 +325,12 @@ class ResilientStore:
         snapshot, _ = self._machine(name).snapshot(self._clock())
         return snapshot
 
+    def _learn(self, event: StoreEvent) -> None:
+        if isinstance(event.data, Snapshot):
+            self._remember(event.data)
+        elif isinstance(event.data, Deleted):
+            self._known.pop(event.data.name, None)
+
     def _remember(self, snapshot: Snapshot) -> Snapshot:
         if self._known.pop(snapshot.name, None) is None and len(self._known) >= self._max_breakers:
             del self._known[next(iter(self._known))]
@@ -328,8 +351,10 @@ class ResilientStore:
         self._remember(
             Snapshot(
                 name=name,
-                state=State.CLOSED if forced is not None else decision.state,
+                state=decision.state,
+                machine_state=State.CLOSED if forced is not None else decision.state,
                 forced=forced,
+                force=None if forced is None else Force(mode=forced, until=None, actor=None, reason=""),
                 generation=decision.generation,
                 consecutive_failures=0,
                 consecutive_successes=0,
@@ -344,17 +369,20 @@ class ResilientStore:
 def _seed(snapshot: Snapshot, seen_ms: int) -> BreakerMachine:
     """A machine in the state `snapshot` showed at `seen_ms`; open and forced times keep what they had left."""
     until_ms = seen_ms + math.floor(snapshot.retry_after_s * 1000) if snapshot.retry_after_s is not None else 0
+    force = snapshot.force
     return BreakerMachine(
         name=snapshot.name,
         config=snapshot.config,
-        state=snapshot.state,
+        state=snapshot.machine_state,
         forced=snapshot.forced,
         forced_until_ms=until_ms if snapshot.forced is State.OPEN else 0,
+        forced_actor=force.actor if force is not None else None,
+        forced_reason=force.reason if force is not None else "",
         generation=snapshot.generation,
         consecutive_failures=snapshot.consecutive_failures,
         consecutive_successes=snapshot.consecutive_successes,
         opened_at_ms=math.floor(snapshot.opened_at * 1000) if snapshot.opened_at is not None else 0,
-        open_until_ms=until_ms if snapshot.state is State.OPEN and snapshot.forced is None else 0,
+        open_until_ms=until_ms if snapshot.machine_state is State.OPEN and snapshot.forced is None else 0,
         success=snapshot.counts.success,
         failure=snapshot.counts.failure,
         rejected=snapshot.counts.rejected,

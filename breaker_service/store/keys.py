@@ -33,6 +33,11 @@ def history_key(name: str) -> str:
     return f"brk:{{{name}}}:history"
 
 
+def report_key(name: str, report_id: str) -> str:
+    """String: a report_id already counted, expiring after at least permit_ttl_s (lua/record.lua)."""
+    return f"brk:{{{name}}}:report:{report_id}"
+
+
 def breaker_keys(name: str) -> tuple[str, str, str, str]:
     """The KEYS every breaker script takes, in the order `lua/_lib.lua` documents."""
     return state_key(name), permits_key(name), window_key(name), history_key(name)

@@ -14,12 +14,26 @@ import math
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import msgspec
+import structlog
 from redis.asyncio import RedisCluster
 from redis.exceptions import NoScriptError
 
-from breaker_client.protocol.models import BreakerConfig, Counts, Decision, Outcome, Snapshot, State
+from breaker_client.protocol.machine import new_permit
+from breaker_client.protocol.models import (
+    BreakerConfig,
+    ConfigPatch,
+    Counts,
+    Decision,
+    Force,
+    Outcome,
+    Snapshot,
+    State,
+    read_stored_config,
+)
+from breaker_service.errors import WorkflowError
 from breaker_service.events import EVENTS_CHANNEL
-from breaker_service.store.keys import breaker_keys
+from breaker_service.store.breaker_base import patched
+from breaker_service.store.keys import breaker_keys, report_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,12 +43,13 @@ if TYPE_CHECKING:
     from breaker_service.store.connection_redis import RedisClient
 
 # The snapshot and decision replies documented in lua/_lib.lua and lua/acquire.lua.
-_SnapshotReply: TypeAlias = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int]
+_SnapshotReply: TypeAlias = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int, int, bytes, bytes]
 _DecisionReply: TypeAlias = tuple[int, bytes, int, bytes, int]
 
 _STATES: Final = {state.value.encode(): state for state in State}
-_CONFIG_DECODER: Final = msgspec.json.Decoder(BreakerConfig)
 _ENCODER: Final = msgspec.json.Encoder()
+PATCH_ATTEMPTS: Final = 5
+log = structlog.get_logger("breaker_service.store")
 
 
 def _read(name: str) -> bytes:
@@ -50,20 +65,51 @@ SOURCES: Final = {
 
 @functools.lru_cache(maxsize=1024)
 def _config(raw: bytes) -> BreakerConfig:
-    # Breakers share a handful of configs; decoding each once keeps the hot path to one msgspec.convert.
-    return _CONFIG_DECODER.decode(raw)
+    # Breakers share a handful of configs; decoding each once keeps the hot path to one msgspec.convert (and a
+    # corrected config warns once per process, not once per read).
+    config, corrected = read_stored_config(raw)
+    if corrected:
+        log.warning(
+            "stored config corrected: success_threshold lowered to half_open_max_calls",
+            success_threshold=config.success_threshold,
+        )
+    return config
 
 
 def _snapshot(name: str, raw: Any) -> Snapshot | None:
     if raw is None:
         return None
-    state, forced, generation, failures, successes, opened_at_ms, retry_after_ms, config, success, failure, rejected = (
-        msgspec.convert(raw, _SnapshotReply)
-    )
+    (
+        machine_state,
+        forced_raw,
+        generation,
+        failures,
+        successes,
+        opened_at_ms,
+        retry_after_ms,
+        config,
+        success,
+        failure,
+        rejected,
+        forced_until_ms,
+        forced_actor,
+        forced_reason,
+    ) = msgspec.convert(raw, _SnapshotReply)
+    forced = _STATES[forced_raw] if forced_raw else None
+    force = None
+    if forced is not None:
+        force = Force(
+            mode=forced,
+            until=forced_until_ms / 1000 if forced_until_ms else None,
+            actor=forced_actor.decode() or None,
+            reason=forced_reason.decode(),
+        )
     return Snapshot(
         name=name,
-        state=_STATES[state],
-        forced=_STATES[forced] if forced else None,
+        state=forced or _STATES[machine_state],
+        machine_state=_STATES[machine_state],
+        forced=forced,
+        force=force,
         generation=generation,
         consecutive_failures=failures,
         consecutive_successes=successes,
@@ -104,15 +150,16 @@ class BreakerScripts:
         for script in self._scripts.values():
             script.sha = await self._redis.script_load(script.script)
 
-    async def _run(self, operation: str, name: str, *args: str | bytes) -> Any:
-        return await self._scripts[operation](keys=breaker_keys(name), args=(name, EVENTS_CHANNEL, *args))
+    async def _run(self, operation: str, name: str, *args: str | bytes, extra_keys: Sequence[str] = ()) -> Any:
+        keys = (*breaker_keys(name), *extra_keys)
+        return await self._scripts[operation](keys=keys, args=(name, EVENTS_CHANNEL, *args))
 
-    async def acquire(self, name: str) -> Decision | None:
-        """Ask to make one call."""
-        return _decision(await self._run("acquire", name))
+    async def acquire(self, name: str, *, lease: bool = False) -> Decision | None:
+        """Ask to make one call; the permit it may grant is made here, from `secrets`."""
+        return _decision(await self._run("acquire", name, "1" if lease else "", new_permit()))
 
     async def record(self, name: str, outcome: Outcome) -> Snapshot | None:
-        """Take one outcome."""
+        """Take one outcome (once per report_id)."""
         raw = await self._run(
             "record",
             name,
@@ -121,6 +168,8 @@ class BreakerScripts:
             "" if outcome.duration_ms is None else repr(outcome.duration_ms),
             _optional(outcome.permit),
             "" if outcome.generation is None else str(outcome.generation),
+            "" if outcome.failures_seen is None else str(outcome.failures_seen),
+            extra_keys=() if outcome.report_id is None else (report_key(name, outcome.report_id),),
         )
         return _snapshot(name, raw)
 
@@ -156,6 +205,20 @@ class BreakerScripts:
         """Replace the config of an existing breaker, audited in its history."""
         raw = await self._run("configure", name, "update", _ENCODER.encode(config), _optional(actor), reason)
         return _snapshot(name, raw)
+
+    async def patch(self, name: str, patch: ConfigPatch, *, actor: str | None, reason: str) -> Snapshot | None:
+        """Merge `patch` into the stored config and check it (msgspec), then store it by compare-and-set: if another
+        writer changed the config meanwhile, merge again. Audited in the breaker's history."""
+        for _ in range(PATCH_ATTEMPTS):
+            current = await self._run("snapshot", name)
+            if current is None:
+                return None
+            stored: bytes = current[7]
+            merged = patched(_config(stored), patch)
+            raw = await self._run("configure", name, "patch", _ENCODER.encode(merged), _optional(actor), reason, stored)
+            if raw != 0:
+                return _snapshot(name, raw)
+        raise WorkflowError(f"the config of {name!r} kept changing while it was patched; try again")
 
     async def force(
         self, name: str, mode: State, *, reason: str, ttl_s: float | None, actor: str | None

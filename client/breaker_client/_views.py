@@ -41,7 +41,7 @@ class BreakerView:
         deadline = None if snapshot.retry_after_s is None else now + snapshot.retry_after_s
         return cls(
             name=snapshot.name,
-            state=snapshot.state,
+            state=snapshot.machine_state,
             forced=snapshot.forced,
             generation=snapshot.generation,
             consecutive_failures=snapshot.consecutive_failures,

@@ -19,7 +19,9 @@ def snapshot(name: str, *, generation: int = 1, consecutive_failures: int = 0, s
     return Snapshot(
         name=name,
         state=state,
+        machine_state=state,
         forced=None,
+        force=None,
         generation=generation,
         consecutive_failures=consecutive_failures,
         consecutive_successes=0,

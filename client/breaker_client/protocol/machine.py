@@ -1,13 +1,15 @@
-"""The breaker state machine in pure Python.
+"""The breaker state machine in pure Python, mirroring the Lua scripts.
 
-This is the reference for `breaker_service/lua/*.lua`: the memory store and the client's local fallback run it,
-and the conformance suite holds the Lua scripts to the same rules (docs/semantics.md). Time is passed in
-(`now_ms`), so nothing here reads a clock or sleeps.
+The Lua scripts in `breaker_service/lua/` are the authority; this machine mirrors them rule for rule for the memory
+store and the client's local fallback, and the differential test (tests/test_differential.py) holds the two
+together on random sequences (docs/semantics.md). Time is passed in (`now_ms`), so nothing here reads a clock or
+sleeps.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
@@ -16,6 +18,7 @@ from breaker_client.protocol.models import (
     Counts,
     Decision,
     FailureSignal,
+    Force,
     Outcome,
     Snapshot,
     State,
@@ -23,7 +26,16 @@ from breaker_client.protocol.models import (
 )
 
 WINDOW_BUCKETS: Final = 10
+REPORT_MIN_TTL_MS: Final = 60_000
+"""A report_id is remembered for at least permit_ttl_s, and at least this long."""
+PERMIT_BYTES: Final = 12
+"""96 random bits per permit: unguessable, so no caller can report on another's probe."""
 Event: TypeAlias = Transition | FailureSignal
+
+
+def new_permit() -> str:
+    """A fresh permit id from `secrets`."""
+    return secrets.token_urlsafe(PERMIT_BYTES)
 
 
 @dataclass
@@ -42,6 +54,8 @@ class BreakerMachine:
     state: State = State.CLOSED
     forced: State | None = None
     forced_until_ms: int = 0
+    forced_actor: str | None = None
+    forced_reason: str = ""
     generation: int = 1
     consecutive_failures: int = 0
     consecutive_successes: int = 0
@@ -53,13 +67,17 @@ class BreakerMachine:
     failure: int = 0
     rejected: int = 0
     permit_seq: int = 0
+    half_open_used: int = 0
     permits: dict[str, int] = field(default_factory=dict)
     window: dict[int, _Bucket] = field(default_factory=dict)
+    reports: dict[str, int] = field(default_factory=dict)
+    """report_id -> when it may be forgotten (ms)."""
 
     # -- operations -------------------------------------------------------------------------------------------
 
-    def acquire(self, now_ms: int) -> tuple[Decision, list[Event]]:
-        """Ask to make one call now."""
+    def acquire(self, now_ms: int, *, lease: bool = False, permit: str | None = None) -> tuple[Decision, list[Event]]:
+        """Ask to make one call now; `lease` opts into fleet budgeting; `permit` is the id to grant (default: new)."""
+        permit_id = permit if permit is not None else new_permit()
         events: list[Event] = []
         self._lift_expired_force(now_ms, events)
         if self.forced is State.OPEN:
@@ -72,21 +90,31 @@ class BreakerMachine:
             self._transition(State.HALF_OPEN, "open timeout elapsed", None, now_ms, events)
         self._drop_expired_permits(now_ms)
         if self.state is State.HALF_OPEN:
-            if len(self.permits) >= self.config.half_open_max_calls:
+            # At most half_open_max_calls probes per half-open window in total: a reported probe keeps its slot.
+            if self.half_open_used >= self.config.half_open_max_calls:
                 return self._deny(self._first_permit_expiry_ms(now_ms) - now_ms), events
-            return self._allow(self._grant_permit(now_ms)), events
+            self.half_open_used += 1
+            return self._allow(self._grant_permit(permit_id, now_ms)), events
+        if not lease:  # the plain protocol is the classic breaker: CLOSED allows
+            return self._allow(None), events
         if self.consecutive_failures == 0 and self.proven:
             return self._allow(None), events
-        # While failures accumulate, or before a success has shown the dependency works, calls in flight count
-        # against the budget, so the fleet cannot send more than `failure_threshold` calls to a dead dependency.
+        # While failures accumulate, or before a success has shown the dependency works, leased calls in flight
+        # count against the budget, so a fleet that opts in cannot send more than `failure_threshold` calls to a
+        # dead dependency.
         if self.consecutive_failures + len(self.permits) >= self.config.failure_threshold:
             return self._deny(self._first_permit_expiry_ms(now_ms) - now_ms), events
-        return self._allow(self._grant_permit(now_ms)), events
+        return self._allow(self._grant_permit(permit_id, now_ms)), events
 
     def record(self, outcome: Outcome, now_ms: int) -> list[Event]:
         """Take the result of one call (or `count` calls)."""
         events: list[Event] = []
         self._lift_expired_force(now_ms, events)
+        if self._already_counted(outcome.report_id, now_ms):
+            return events
+        if outcome.outcome == "rejected":
+            self.rejected += outcome.count
+            return events
         failed = outcome.outcome == "failure"
         if failed:
             self.failure += outcome.count
@@ -102,7 +130,7 @@ class BreakerMachine:
             if had_permit:
                 self._record_probe(failed, now_ms, events)
             return events
-        self._record_closed(outcome, failed, had_permit, now_ms, events)
+        self._record_closed(outcome, failed, now_ms, events)
         return events
 
     def force(self, mode: State, reason: str, ttl_s: float | None, actor: str | None, now_ms: int) -> list[Event]:
@@ -113,6 +141,8 @@ class BreakerMachine:
         self._become_fresh_closed()
         self.forced = mode
         self.forced_until_ms = now_ms + math.floor(ttl_s * 1000) if ttl_s is not None else 0
+        self.forced_actor = actor
+        self.forced_reason = reason
         self._audit(before, mode, reason, actor, now_ms, events)
         return events
 
@@ -121,8 +151,7 @@ class BreakerMachine:
         events: list[Event] = []
         before = self.effective_state
         self._become_fresh_closed()
-        self.forced = None
-        self.forced_until_ms = 0
+        self._lift_force()
         self.success = self.failure = self.rejected = 0
         self._audit(before, State.CLOSED, reason, actor, now_ms, events)
         return events
@@ -150,17 +179,28 @@ class BreakerMachine:
             self.open_streak = 0
             self._transition(State.CLOSED, "probes succeeded", None, now_ms, events)
 
-    def _record_closed(
-        self, outcome: Outcome, failed: bool, had_permit: bool, now_ms: int, events: list[Event]
-    ) -> None:
+    def _already_counted(self, report_id: str | None, now_ms: int) -> bool:
+        """Whether `report_id` was counted before; else remember it (for at least permit_ttl_s)."""
+        if report_id is None:
+            return False
+        for known in [r for r, forget_ms in self.reports.items() if forget_ms <= now_ms]:
+            del self.reports[known]
+        if report_id in self.reports:
+            return True
+        ttl_ms = max(math.floor(self.config.permit_ttl_s * 1000), REPORT_MIN_TTL_MS)
+        self.reports[report_id] = now_ms + ttl_ms
+        return False
+
+    def _record_closed(self, outcome: Outcome, failed: bool, now_ms: int, events: list[Event]) -> None:
         was_failing = self.consecutive_failures > 0
         if failed:
             self.consecutive_failures += outcome.count
         else:
             self.proven = True
-            # While failures accumulate only a leased success ends the streak: one without a lease may have been
-            # admitted before the streak began (a late batch from a client on its fast path) and says nothing new.
-            if had_permit or not was_failing:
+            # A success ends the streak, unless its reporter says it was admitted before failures it had not seen
+            # (a late batch from a client's fast path): counted, but it says nothing about the dependency now.
+            late = outcome.failures_seen is not None and outcome.failures_seen < self.failure
+            if not late:
                 self.consecutive_failures = 0
         self._add_to_window(outcome, failed, now_ms)
         if self.consecutive_failures >= self.config.failure_threshold:
@@ -238,9 +278,16 @@ class BreakerMachine:
             )
         )
 
+    def _lift_force(self) -> None:
+        self.forced = None
+        self.forced_until_ms = 0
+        self.forced_actor = None
+        self.forced_reason = ""
+
     def _clear_runtime(self) -> None:
         self.consecutive_failures = 0
         self.consecutive_successes = 0
+        self.half_open_used = 0
         self.permits.clear()
         self.window.clear()
         self.open_until_ms = 0
@@ -257,8 +304,7 @@ class BreakerMachine:
             return
         before = self.forced
         self._become_fresh_closed()
-        self.forced = None
-        self.forced_until_ms = 0
+        self._lift_force()
         self._audit(before, State.CLOSED, "force expired", None, now_ms, events)
 
     # -- helpers ------------------------------------------------------------------------------------------------
@@ -272,15 +318,17 @@ class BreakerMachine:
         seconds = min(cfg.open_timeout_s * backoff, cfg.max_open_timeout_s)
         return math.floor(seconds * 1000)
 
-    def _grant_permit(self, now_ms: int) -> str:
+    def _grant_permit(self, permit: str, now_ms: int) -> str:
         self.permit_seq += 1
-        permit = f"{self.generation}-{self.permit_seq}"
         self.permits[permit] = now_ms + math.floor(self.config.permit_ttl_s * 1000)
         return permit
 
     def _drop_expired_permits(self, now_ms: int) -> None:
-        for permit in [p for p, expires_ms in self.permits.items() if expires_ms <= now_ms]:
+        expired = [p for p, expires_ms in self.permits.items() if expires_ms <= now_ms]
+        for permit in expired:
             del self.permits[permit]
+        if self.state is State.HALF_OPEN:  # a probe that expired unreported gives its slot back
+            self.half_open_used = max(0, self.half_open_used - len(expired))
 
     def _first_permit_expiry_ms(self, now_ms: int) -> int:
         # No permit is out when a lowered failure_threshold is already exceeded: retry at once.
@@ -308,10 +356,16 @@ class BreakerMachine:
             retry_after_ms = self._forced_retry_after_ms(now_ms)
         elif self.forced is None and self.state is State.OPEN:
             retry_after_ms = self.open_until_ms - now_ms
+        force = None
+        if self.forced is not None:
+            until = self.forced_until_ms / 1000 if self.forced_until_ms else None
+            force = Force(mode=self.forced, until=until, actor=self.forced_actor, reason=self.forced_reason)
         return Snapshot(
             name=self.name,
-            state=self.state,
+            state=self.effective_state,
+            machine_state=self.state,
             forced=self.forced,
+            force=force,
             generation=self.generation,
             consecutive_failures=self.consecutive_failures,
             consecutive_successes=self.consecutive_successes,

@@ -1,6 +1,7 @@
-"""Wire models shared by the service and the client (the v1 contract in DESIGN.md).
+"""Wire models shared by the service and the client (the v1.1 contract in DESIGN.md).
 
-Every request model is frozen and forbids unknown fields, so a typo is a 422, not a silent default.
+Every request model is frozen and forbids unknown fields, so a typo is a 422, not a silent default. Answer models
+accept fields they do not know (readers are tolerant), so a newer service does not break an older client.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from msgspec import Meta, Struct, field
 
 NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _NAME_RE: Final = re.compile(NAME_PATTERN)
+REPORT_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}\Z"  # \Z: a trailing newline does not match
+PROTOCOL_VERSION: Final = "1.1"
 
 MAX_COUNT: Final = 1_000_000
 MAX_SECONDS: Final = 86_400.0
@@ -82,11 +85,55 @@ class BreakerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
             raise ValueError("min_calls needs window_s")
         if self.max_open_timeout_s < self.open_timeout_s:
             raise ValueError("max_open_timeout_s must be at least open_timeout_s")
+        if self.success_threshold > self.half_open_max_calls:
+            # Probes are granted at most half_open_max_calls per half-open window: more successes could never come.
+            raise ValueError(
+                f"success_threshold ({self.success_threshold}) must not exceed "
+                f"half_open_max_calls ({self.half_open_max_calls})"
+            )
 
     @property
     def rate_mode(self) -> bool:
         """Whether the sliding-window rules are on."""
         return self.window_s is not None
+
+
+class ConfigPatch(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The body of `PATCH /breakers/{name}`: the fields to change; an optional field given as null is unset.
+
+    Each field is checked here; the rules that tie fields together are checked on the merged config.
+    """
+
+    failure_threshold: PositiveInt | msgspec.UnsetType = msgspec.UNSET
+    open_timeout_s: PositiveSeconds | msgspec.UnsetType = msgspec.UNSET
+    success_threshold: PositiveInt | msgspec.UnsetType = msgspec.UNSET
+    half_open_max_calls: PositiveInt | msgspec.UnsetType = msgspec.UNSET
+    permit_ttl_s: PositiveSeconds | msgspec.UnsetType = msgspec.UNSET
+    window_s: PositiveSeconds | msgspec.UnsetType | None = msgspec.UNSET
+    min_calls: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
+    failure_rate: Rate | msgspec.UnsetType | None = msgspec.UNSET
+    slow_call_ms: Annotated[float, Meta(gt=0, le=MAX_SECONDS * 1000)] | msgspec.UnsetType | None = msgspec.UNSET
+    slow_call_rate: Rate | msgspec.UnsetType | None = msgspec.UNSET
+    open_backoff: Annotated[float, Meta(ge=1, le=100)] | msgspec.UnsetType = msgspec.UNSET
+    max_open_timeout_s: PositiveSeconds | msgspec.UnsetType = msgspec.UNSET
+
+    def fields(self) -> dict[str, Any]:
+        """The fields given, by name (None for one to unset)."""
+        return {name: value for name, value in msgspec.structs.asdict(self).items() if value is not msgspec.UNSET}
+
+    def apply(self, config: BreakerConfig) -> BreakerConfig:
+        """`config` with these fields merged in; `msgspec.ValidationError` when the result breaks a rule."""
+        return msgspec.convert({**msgspec.structs.asdict(config), **self.fields()}, BreakerConfig)
+
+
+def read_stored_config(raw: bytes) -> tuple[BreakerConfig, bool]:
+    """A config as stored, and whether it had to be corrected: one stored before v1.1 may ask for more probe
+    successes than probes are granted (it could never close), and is read with success_threshold lowered."""
+    fields: dict[str, Any] = msgspec.json.decode(raw)
+    corrected = fields.get("success_threshold", 3) > fields.get("half_open_max_calls", 3)
+    if corrected:
+        fields["success_threshold"] = fields.get("half_open_max_calls", 3)
+    return msgspec.convert(fields, BreakerConfig), corrected
 
 
 class Counts(Struct, frozen=True, kw_only=True):
@@ -97,12 +144,27 @@ class Counts(Struct, frozen=True, kw_only=True):
     rejected: int = 0
 
 
+class Force(Struct, frozen=True, kw_only=True):
+    """An admin override in effect: the forced state, when it lifts (Unix seconds; None: at reset), who and why."""
+
+    mode: State
+    until: float | None
+    actor: str | None
+    reason: str
+
+
 class Snapshot(Struct, frozen=True, kw_only=True):
-    """A breaker's state as the API answers it. Times are Unix seconds."""
+    """A breaker's state as the API answers it. Times are Unix seconds.
+
+    `state` is the effective state (the forced one while forced); `machine_state` the machine's own underneath.
+    `forced` (the forced state or None) is kept for v1 readers; `force` says all of it.
+    """
 
     name: str
     state: State
+    machine_state: State
     forced: State | None
+    force: Force | None
     generation: int
     consecutive_failures: int
     consecutive_successes: int
@@ -113,8 +175,8 @@ class Snapshot(Struct, frozen=True, kw_only=True):
 
     @property
     def effective_state(self) -> State:
-        """The state callers see: the forced one while forced."""
-        return self.forced if self.forced is not None else self.state
+        """The state callers see: the forced one while forced (the same as `state`)."""
+        return self.state
 
 
 class Decision(Struct, frozen=True, kw_only=True):
@@ -128,22 +190,31 @@ class Decision(Struct, frozen=True, kw_only=True):
     degraded: bool = False
 
 
-class AcquireRequest(Struct, frozen=True, forbid_unknown_fields=True):
-    """The acquire body: `{}`."""
+class AcquireRequest(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The acquire body: `{}` (the classic breaker), or `{"lease": true}` to take part in fleet budgeting."""
+
+    lease: bool = False
 
 
 class Outcome(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The result of one protected call, or `count` calls with the same result."""
 
-    outcome: Literal["success", "failure"]
+    outcome: Literal["success", "failure", "rejected"]
     count: PositiveInt = 1
     duration_ms: Annotated[float, Meta(ge=0, le=MAX_SECONDS * 1000)] | None = None
     permit: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     generation: Annotated[int, Meta(ge=0)] | None = None
+    failures_seen: Annotated[int, Meta(ge=0)] | None = None
+    """The breaker's `counts.failure` the reporter knew when the (first) call was admitted: a success admitted
+    before failures it had not seen is counted but does not end a failure streak."""
+    report_id: Annotated[str, Meta(pattern=REPORT_ID_PATTERN)] | None = None
+    """Counted once, whichever replica receives it (a retry re-sends the same id)."""
 
     def __post_init__(self) -> None:
         if self.permit is not None and self.count != 1:
             raise ValueError("an outcome with a permit reports exactly one call (count must be 1)")
+        if self.outcome == "rejected" and self.permit is not None:
+            raise ValueError("a rejected call holds no permit")
 
 
 class ForceRequest(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
