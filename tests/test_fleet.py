@@ -169,7 +169,14 @@ def test_one_half_open_window_takes_at_most_half_open_max_calls_probes(
     fleet: Fleet, admin: httpx.Client, dependency: Dependency
 ) -> None:
     # The second open time is 100 x the first: the window below is the only one this test can see.
-    configure(admin, "fleet-probe", open_timeout_s=1.0, open_backoff=100, half_open_max_calls=HALF_OPEN_MAX_CALLS)
+    configure(
+        admin,
+        "fleet-probe",
+        open_timeout_s=1.0,
+        open_backoff=100,
+        half_open_max_calls=HALF_OPEN_MAX_CALLS,
+        success_threshold=HALF_OPEN_MAX_CALLS,
+    )
     trip(fleet, dependency, "fleet-probe")
     hits = dependency.hits
 

@@ -137,7 +137,7 @@ async def test_a_stored_config_that_breaks_the_probe_rule_is_read_corrected_with
         BreakerConfig(failure_threshold=1, open_timeout_s=0.001, success_threshold=2, half_open_max_calls=2)
     )
     stored = msgspec.json.encode({**fields, "success_threshold": 4})
-    await redis_client.hset(state_key("old"), "config", stored)  # type: ignore[misc]  # redis-py's async hint
+    await redis_client.hset(state_key("old"), "config", stored)
 
     with structlog.testing.capture_logs() as logs:
         snapshot = await store.snapshot("old")

@@ -123,7 +123,13 @@ async def test_an_expired_permit_frees_its_slot(
 ) -> None:
     # A permit lives far longer than the test's requests take on a busy machine; the test ends it itself.
     await configure(
-        clients[0], "lease", failure_threshold=1, open_timeout_s=0.05, half_open_max_calls=1, permit_ttl_s=600
+        clients[0],
+        "lease",
+        failure_threshold=1,
+        open_timeout_s=0.05,
+        half_open_max_calls=1,
+        success_threshold=1,
+        permit_ttl_s=600,
     )
     await open_until_probes_allowed(clients, "lease")
     first = await acquire(clients[0], "lease")

@@ -2,9 +2,15 @@
 
 A call takes the fast path (no request before it) only while the event stream is live, the breaker is known
 CLOSED with no failure in a row (or forced CLOSED), and this process has seen a success through it since it was
-last strict. A breaker known OPEN (or forced OPEN) is refused with no request. Everything else asks the service
-(`acquire`), whose lease budget bounds the calls made while failures accumulate. While the service cannot be
-reached, a local machine per breaker decides, and the client is `degraded` until the service answers again.
+last strict. A breaker known OPEN (or forced OPEN) is refused with no request (and the refusal is counted, sent
+in a batch as a `rejected` outcome). Everything else asks the service (`acquire` with `{"lease": true}`: this
+client opts into fleet budgeting), whose lease budget bounds the calls made while failures accumulate. While the
+service cannot be reached, a local machine per breaker decides, and the client is `degraded` until the service
+answers again.
+
+Every report carries a `report_id` (the same one if it is sent again), and a success without a permit says how many
+failures of the breaker this process knew when the call was admitted (`failures_seen`), so a late success does not
+end a streak it did not see.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from breaker_client._batcher import SuccessBatcher
+from breaker_client._batcher import SuccessBatcher, new_report_id
 from breaker_client._correlation import current_correlation_id
 from breaker_client._errors import AuthenticationError, CircuitOpenError, ClientError, ForbiddenError, NotFoundError
 from breaker_client._local import LocalBreakers
@@ -32,7 +38,6 @@ __all__ = ["Admission", "Route", "Ticket"]
 
 _log = structlog.get_logger("breaker_client")
 _MAX_DURATION_MS: Final = MAX_SECONDS * 1000
-_REFRESH_GRACE_S: Final = 0.25
 _BUDGET_POLL_FIRST_S: Final = 0.005
 _BUDGET_POLL_MAX_S: Final = 0.1
 
@@ -55,6 +60,8 @@ class Ticket:
     permit: str | None
     epoch: Epoch
     slow_call_ms: float | None
+    failures_seen: int | None
+    """The breaker's `counts.failure` this process knew at admission (0 when it knew nothing: the cautious side)."""
 
 
 class Admission:
@@ -83,7 +90,6 @@ class Admission:
         self._fast: dict[str, tuple[int, Ticket]] = {}
         self._degraded = False
         self._next_recheck = 0.0
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     @property
     def degraded(self) -> bool:
@@ -101,9 +107,6 @@ class Admission:
     async def aclose(self) -> None:
         """Flush, then stop background work."""
         await self._batcher.aclose()
-        for task in self._refreshing.values():
-            task.cancel()
-        await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
 
     # -- admission ------------------------------------------------------------------------------------------------
 
@@ -144,18 +147,20 @@ class Admission:
         self._set_degraded(False)
         views.apply_decision(name, decision)
         view = views.get(name)
-        if view is None or view.stale:
-            self.refresh(name)
         if not decision.allowed:
             raise CircuitOpenError(name, decision.retry_after_s)
         return self._ticket(name, Route.SHARED, decision.generation, decision.permit, view)
 
     def _refuse_if_known_open(self, view: BreakerView, now: float) -> None:
-        if view.forced is State.OPEN and not view.stale and self._views.live:
+        if view.forced is State.OPEN and self._views.live:
             if view.deadline is None or now < view.deadline:
-                raise CircuitOpenError(view.name, view.retry_after_s(now))
+                self._refuse(view, now)
         elif view.forced is None and view.state is State.OPEN and view.deadline is not None and now < view.deadline:
-            raise CircuitOpenError(view.name, view.retry_after_s(now))
+            self._refuse(view, now)
+
+    def _refuse(self, view: BreakerView, now: float) -> None:
+        self._batcher.add_rejected(view.name)
+        raise CircuitOpenError(view.name, view.retry_after_s(now))
 
     async def _acquire_within_budget(self, name: str) -> Decision:
         """Acquire; a denial in CLOSED means the fleet's failure budget is in flight, not an open circuit, so wait
@@ -191,6 +196,7 @@ class Admission:
             permit=permit,
             epoch=self._views.epoch(name),
             slow_call_ms=None if view is None else view.config.slow_call_ms,
+            failures_seen=None if permit is not None else (0 if view is None else view.failures),
         )
 
     # -- reporting ------------------------------------------------------------------------------------------------
@@ -198,7 +204,7 @@ class Admission:
     def count_success(self, ticket: Ticket, duration_ms: float) -> None:
         """A fast-path success: counted, and sent with the next batch."""
         slow = ticket.slow_call_ms is not None and duration_ms >= ticket.slow_call_ms
-        self._batcher.add(ticket.name, ticket.generation, duration_ms, slow=slow)
+        self._batcher.add(ticket.name, ticket.generation, duration_ms, slow=slow, failures_seen=ticket.failures_seen)
 
     async def report(self, ticket: Ticket, *, failed: bool, duration_ms: float) -> None:
         """Report one call's outcome; never raises."""
@@ -208,6 +214,8 @@ class Admission:
             duration_ms=duration_ms,
             permit=ticket.permit,
             generation=ticket.generation,
+            failures_seen=None if failed else ticket.failures_seen,
+            report_id=new_report_id(),
         )
         if ticket.route is Route.LOCAL:
             if self._degraded:
@@ -248,27 +256,6 @@ class Admission:
             self._views.apply_snapshot(snapshot, from_stream=False)
 
     # -- knowledge ------------------------------------------------------------------------------------------------
-
-    def refresh(self, name: str) -> None:
-        """Fetch the breaker's snapshot in the background (after a transition whose details are unknown)."""
-        if name not in self._refreshing:
-            self._refreshing[name] = asyncio.create_task(self._refresh(name), name=f"breaker-client-refresh-{name}")
-
-    async def _refresh(self, name: str) -> None:
-        try:
-            # The service follows each transition with the breaker's snapshot on the stream; ask only if it does
-            # not come, so a transition does not bring one request from every client of the fleet at once.
-            await asyncio.sleep(_REFRESH_GRACE_S)
-            view = self._views.get(name)
-            if view is not None and not view.stale:
-                return
-            self._views.apply_snapshot(await self._connection.snapshot(name), from_stream=False)
-        except NotFoundError:
-            self._forget(name)
-        except ClientError as exc:
-            _log.info("breaker.refresh_failed", breaker=name, error=str(exc))
-        finally:
-            self._refreshing.pop(name, None)
 
     def on_stream_connected(self) -> None:
         """The event stream delivered its snapshot: the service is back, shared state rules again."""

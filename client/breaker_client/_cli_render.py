@@ -63,7 +63,7 @@ def show_snapshot(snapshot: Snapshot) -> str:
     """`show`: one field a line."""
     state = str(snapshot.effective_state)
     if snapshot.forced is not None:
-        state += f" (forced; own state {snapshot.state})"
+        state += f" (forced; own state {snapshot.machine_state})"
     counts = snapshot.counts
     config = msgspec.structs.asdict(snapshot.config)
     fields = [

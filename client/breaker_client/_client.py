@@ -78,7 +78,6 @@ class BreakerClient:
                 self._connection,
                 self._views,
                 on_connect=self._admission.on_stream_connected,
-                on_transition=self._admission.refresh,
                 idle_timeout_s=events_idle_timeout_s,
             )
             if events

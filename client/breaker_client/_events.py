@@ -86,7 +86,7 @@ class EventStream:
         views: Views,
         *,
         on_connect: Callable[[], None],
-        on_transition: Callable[[str], None],
+        on_transition: Callable[[str], None] | None = None,
         idle_timeout_s: float,
         backoff_base_s: float = 0.1,
         backoff_max_s: float = 5.0,
@@ -152,7 +152,7 @@ class EventStream:
                     self._on_connect()
                 case "state":
                     transition = _TRANSITION.decode(event.data)
-                    if self._views.apply_transition(transition):
+                    if self._views.apply_transition(transition) and self._on_transition is not None:
                         self._on_transition(transition.name)
                 case "failures":
                     self._views.apply_failures(_FAILURES.decode(event.data))

@@ -21,6 +21,7 @@ __all__ = ["ServiceConnection", "is_outage"]
 T = TypeVar("T")
 
 _DECISION: Final = msgspec.json.Decoder(Decision)
+_LEASE: Final = b'{"lease":true}'
 _SNAPSHOT: Final = msgspec.json.Decoder(Snapshot)
 _FAILOVER_STATUSES: Final = frozenset({502, 503, 504})
 
@@ -68,8 +69,8 @@ class ServiceConnection:
         return self._bases[self._current]
 
     async def acquire(self, name: str) -> Decision:
-        """`POST /breakers/{name}/acquire`."""
-        body = await self._request("POST", f"/breakers/{quote(name)}/acquire", b"{}")
+        """`POST /breakers/{name}/acquire`, taking part in fleet budgeting (`{"lease": true}`)."""
+        body = await self._request("POST", f"/breakers/{quote(name)}/acquire", _LEASE)
         with _translated():
             return _DECISION.decode(body)
 

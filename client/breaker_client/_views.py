@@ -1,4 +1,8 @@
-"""What this process knows of each breaker, kept current by the event stream and by the service's answers."""
+"""What this process knows of each breaker, kept current by the event stream and by the service's answers.
+
+State flows one way: the service sends each transition (`state`) followed by the snapshot its writer left behind
+(`breaker`), and every answer to acquire or record says what it saw; nothing here asks for a breaker again.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,11 @@ DEFAULT_CONFIG: Final = BreakerConfig()
 
 @dataclass(frozen=True, kw_only=True)
 class BreakerView:
-    """One breaker as last known; `deadline` is a local monotonic time (seconds) when OPEN or a forced OPEN ends."""
+    """One breaker as last known; `deadline` is a local monotonic time (seconds) when OPEN or a forced OPEN ends.
+
+    `state` is the machine's own state (under a force, too); `failures` the breaker's `counts.failure` last seen,
+    which successes report back as `failures_seen`.
+    """
 
     name: str
     state: State
@@ -32,8 +40,7 @@ class BreakerView:
     consecutive_successes: int = 0
     config: BreakerConfig = DEFAULT_CONFIG
     deadline: float | None = None
-    stale: bool = False
-    """A transition arrived and its details (forced? deadline?) are not known yet."""
+    failures: int = 0
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot, now: float) -> BreakerView:
@@ -48,6 +55,7 @@ class BreakerView:
             consecutive_successes=snapshot.consecutive_successes,
             config=snapshot.config,
             deadline=deadline,
+            failures=snapshot.counts.failure,
         )
 
     @property
@@ -58,8 +66,6 @@ class BreakerView:
     @property
     def healthy(self) -> bool:
         """Known to be CLOSED with no failure in a row (or forced CLOSED)."""
-        if self.stale:
-            return False
         return self.forced is State.CLOSED or (
             self.forced is None and self.state is State.CLOSED and self.consecutive_failures == 0
         )
@@ -138,14 +144,11 @@ class Views:
         self._notify()
 
     def apply_transition(self, transition: Transition) -> bool:
-        """A `state` event: the new state is known, whether it is forced and its deadline are not (yet).
-
-        Returns whether the details must be fetched; not when a snapshot of that generation is known already.
-        """
+        """A `state` event: the new (effective) state. The snapshot the writer left behind follows at once as a
+        `breaker` event with the rest (a force, a deadline); until then no deadline is known, so an OPEN breaker
+        is asked about rather than refused here. Returns whether it was news."""
         known = self._views.get(transition.name)
-        if known is not None and (
-            known.generation > transition.generation or (known.generation == transition.generation and not known.stale)
-        ):
+        if known is not None and known.generation >= transition.generation:
             return False
         base = known or BreakerView(
             name=transition.name, state=transition.to_state, forced=None, generation=0, consecutive_failures=0
@@ -154,11 +157,11 @@ class Views:
             replace(
                 base,
                 state=transition.to_state,
+                forced=None,
                 generation=transition.generation,
                 consecutive_failures=0,
                 consecutive_successes=0,
                 deadline=None,
-                stale=True,
             )
         )
         self._notify()
@@ -181,7 +184,15 @@ class Views:
         if not decision.allowed and decision.retry_after_s is not None and decision.state is State.OPEN:
             deadline = self._clock() + decision.retry_after_s
         if decision.generation > known.generation or decision.state is not known.effective_state:
-            known = replace(known, stale=True, consecutive_failures=0)
+            # A transition this process has not heard of yet (its events follow): only a force has no end.
+            forced = State.OPEN if decision.state is State.OPEN and decision.retry_after_s is None else None
+            known = replace(
+                known,
+                state=State.CLOSED if forced is not None else decision.state,
+                forced=forced,
+                consecutive_failures=0,
+                consecutive_successes=0,
+            )
         self._put(replace(known, generation=decision.generation, deadline=deadline))
         self._notify()
 

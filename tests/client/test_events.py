@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 import pytest
 from structlog.testing import capture_logs
@@ -95,11 +94,12 @@ async def test_snapshot_replaces_what_was_known(fake_client: tuple[BreakerClient
     assert view.generation == 4
 
 
-async def test_transition_marks_the_view_stale_and_fetches_it(fake_client: tuple[BreakerClient, FakeService]) -> None:
+async def test_a_transition_and_the_writers_snapshot_need_no_request(
+    fake_client: tuple[BreakerClient, FakeService],
+) -> None:
     client, fake = fake_client
     opened = snapshot("payments", generation=2, state=State.OPEN)
     opened = msgspec.structs.replace(opened, retry_after_s=30.0, opened_at=1.0)
-    fake.handler = lambda request: httpx.Response(200, content=msgspec.json.encode(opened))
     transition = Transition(
         name="payments",
         from_state=State.CLOSED,
@@ -109,12 +109,18 @@ async def test_transition_marks_the_view_stale_and_fetches_it(fake_client: tuple
         actor=None,
         generation=2,
     )
-    fake.stream = [sse("snapshot", BreakerList(breakers=[snapshot("payments")])), sse("state", transition)]
+    fake.stream = [
+        sse("snapshot", BreakerList(breakers=[snapshot("payments")])),
+        sse("state", transition),
+        sse("breaker", opened),
+    ]
 
     client.start()
-    await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.state is State.OPEN and not v.stale)
+    await client.wait_for(
+        lambda c: (v := c.view("payments")) is not None and v.state is State.OPEN and v.deadline is not None
+    )
 
-    assert [r.url.path for r in fake.requests] == ["/breakers/payments"]
+    assert fake.requests == [], "nothing asked: the stream said it all"
     view = client.view("payments")
     assert view is not None
     assert view.deadline is not None

@@ -35,7 +35,9 @@ async def trip(client: BreakerClient, name: str) -> None:
     for _ in range(TEST_CONFIG.failure_threshold):
         with pytest.raises(DependencyDown):
             await breaker.call(down)
-    await client.wait_for(lambda c: (v := c.view(name)) is not None and v.state is State.OPEN and not v.stale)
+    await client.wait_for(
+        lambda c: (v := c.view(name)) is not None and v.state is State.OPEN and v.deadline is not None
+    )
 
 
 async def test_work_enqueued_while_the_circuit_is_open_is_replayed_once_it_recovers(

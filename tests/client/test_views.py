@@ -30,7 +30,7 @@ def opened(generation: int) -> Transition:
     )
 
 
-def test_transition_already_known_from_an_answer_is_not_fetched_again() -> None:
+def test_a_transition_already_known_from_an_answer_is_no_news() -> None:
     views = Views(Clock())
     known = msgspec.structs.replace(snapshot("sms", generation=2, state=State.OPEN), retry_after_s=30.0)
     views.apply_snapshot(known, from_stream=False)
@@ -38,20 +38,23 @@ def test_transition_already_known_from_an_answer_is_not_fetched_again() -> None:
     assert views.apply_transition(opened(2)) is False
     view = views.get("sms")
     assert view is not None
-    assert not view.stale
     assert view.deadline == 130.0
 
 
-def test_newer_transition_makes_the_view_stale_until_fetched() -> None:
+def test_a_newer_transition_is_known_at_once_and_the_writers_snapshot_completes_it() -> None:
     views = Views(Clock())
     views.replace_all([snapshot("sms")])
 
     assert views.apply_transition(opened(2)) is True
     view = views.get("sms")
     assert view is not None
-    assert view.stale
-    assert not view.healthy
-    assert view.deadline is None
+    assert (view.state, view.generation, view.healthy, view.deadline) == (State.OPEN, 2, False, None)
+
+    left_behind = msgspec.structs.replace(snapshot("sms", generation=2, state=State.OPEN), retry_after_s=30.0)
+    views.apply_snapshot(left_behind, from_stream=True)
+    completed = views.get("sms")
+    assert completed is not None
+    assert completed.deadline == 130.0
 
 
 def test_older_answer_does_not_overwrite_newer_knowledge() -> None:
