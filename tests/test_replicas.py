@@ -251,3 +251,45 @@ async def test_a_replica_degrades_while_redis_is_down_and_returns_by_itself(
         )
         assert ok(forced)["forced"] == "OPEN"
         assert not (await acquire(clients[1], "outage"))["allowed"]
+
+
+async def test_the_classic_sequence_over_raw_http_across_two_replicas(clients: list[httpx.AsyncClient]) -> None:
+    # A caller that speaks plain HTTP: acquire `{}`, call, record without a permit, on whichever replica answers.
+    await configure(clients[0], "classic", failure_threshold=5, open_timeout_s=600)
+
+    decisions: list[dict[str, Any]] = []
+    for i in range(4):  # a fresh (unproven) breaker: v1 denied the 4th acquire with state CLOSED here
+        decisions.append(await acquire(clients[i % 2], "classic"))
+        await record(clients[(i + 1) % 2], "classic", "failure")
+    assert all((d["allowed"], d["permit"], d["state"]) == (True, None, "CLOSED") for d in decisions)
+    assert (await snapshot(clients[1], "classic"))["consecutive_failures"] == 4
+
+    ended = await record(clients[0], "classic", "success")  # a success ends the streak, as in every breaker
+    assert (ended["state"], ended["consecutive_failures"]) == ("CLOSED", 0)
+
+    for i in range(5):
+        assert (await acquire(clients[i % 2], "classic"))["allowed"]
+        last = await record(clients[(i + 1) % 2], "classic", "failure")
+    assert last["state"] == "OPEN"
+    denied = await acquire(clients[1], "classic")
+    assert (denied["allowed"], denied["state"]) == (False, "OPEN")
+    assert 0 < denied["retry_after_s"] <= 600
+
+
+async def test_a_force_shows_in_state_and_a_report_id_counts_once_across_replicas(
+    clients: list[httpx.AsyncClient],
+) -> None:
+    await configure(clients[0], "pinned", failure_threshold=5)
+    forced = ok(
+        await clients[0].post("/breakers/pinned/force-open", json={"reason": "maintenance"}, headers=ADMIN_HEADERS)
+    )
+    seen = await snapshot(clients[1], "pinned")
+    assert (seen["state"], seen["machine_state"], seen["forced"]) == ("OPEN", "CLOSED", "OPEN")
+    assert seen["force"] == {"mode": "OPEN", "until": None, "actor": "test-admin", "reason": "maintenance"}
+    assert seen["generation"] == forced["generation"]
+
+    first = await record(clients[0], "pinned", "failure", count=2, report_id="retry-me.1")
+    again = await record(clients[1], "pinned", "failure", count=2, report_id="retry-me.1")  # a retry elsewhere
+    refused = await record(clients[1], "pinned", "rejected", count=3)
+    assert (first["counts"]["failure"], again["counts"]["failure"]) == (2, 2)
+    assert refused["counts"]["rejected"] == 3
