@@ -1,4 +1,9 @@
-"""The OpenAPI 3.1 document, built from the route list and the wire models (msgspec writes every schema)."""
+"""The OpenAPI 3.1 document, built from the route list and the wire models (msgspec writes every schema).
+
+Error answers are listed by status, as they are served: each is the contract's `ErrorBody`, with the ORC code the
+status carries. Which statuses a route may answer follows from what it takes (a role, a `{name}`, a body, a query)
+plus those its operation names.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 import breaker_service
 from breaker_client.protocol.models import ErrorBody
+from breaker_service.auth import Role
 from breaker_service.routes.common import OPERATIONS, Name, Operation
 
 if TYPE_CHECKING:
@@ -17,12 +23,29 @@ if TYPE_CHECKING:
 REF_TEMPLATE: Final = "#/components/schemas/{name}"
 _ERROR_REF: Final = {"$ref": REF_TEMPLATE.format(name="ErrorBody")}
 _UNTYPED: Final = {"application/json": {"type": "object"}}
+ERRORS: Final = {
+    400: "ORC_001: the body is not JSON",
+    401: "ORC_007: no or malformed credentials, or an unknown token",
+    403: "ORC_008: credentials without the needed role",
+    404: "ORC_009: no such breaker or resource",
+    409: "ORC_002 / ORC_003: a business rule (the breaker cap) or the workflow refuses it",
+    413: "ORC_010: the body is too large",
+    422: "ORC_001: a bad field, name or query value (details.location, details.path)",
+    500: "ORC_005: an unexpected server error",
+    503: "ORC_005: the store is unreachable",
+}
+"""What each error status means, in the error body's `code`."""
 
 
 def build_openapi(routes: Sequence[BaseRoute]) -> dict[str, Any]:
     """One path item per route, one operation per method, schemas from `msgspec.json.schema_components`."""
     documented = [(r, OPERATIONS[r.endpoint]) for r in routes if isinstance(r, Route) and r.endpoint in OPERATIONS]
-    models = {kind for _, op in documented for kind in (op.body, op.answer) if kind is not None} | {ErrorBody}
+    models = {
+        kind
+        for _, op in documented
+        for kind in (op.body, op.answer, *op.alternatives, *op.other_answers.values())
+        if kind is not None
+    } | {ErrorBody}
     ordered = sorted(models, key=repr)
     schemas, components = msgspec.json.schema_components(ordered, ref_template=REF_TEMPLATE)
     schema_of = dict(zip(ordered, schemas, strict=True))
@@ -45,10 +68,15 @@ def _operation(route: Route, op: Operation, schema_of: dict[Any, Any]) -> dict[s
     parameters = [_parameter("path", name, Name) for name in route.param_convertors]
     parameters += [_parameter("query", name, kind) for name, kind in op.query.items()]
     answer = schema_of[op.answer] if op.answer is not None else _UNTYPED.get(op.media_type, {"type": "string"})
+    if op.alternatives:
+        answer = {"oneOf": [answer, *(schema_of[kind] for kind in op.alternatives)]}
     responses: dict[str, Any] = {
         str(op.status): {"description": "success"} if op.status == 204 else _content(op.media_type, answer),
-        "default": {"description": "error", **_content("application/json", _ERROR_REF)},
     }
+    for status, kind in op.other_answers.items():
+        responses[str(status)] = _content("application/json", schema_of[kind])
+    for status in sorted(_error_statuses(route, op) - op.other_answers.keys()):
+        responses[str(status)] = {**_content("application/json", _ERROR_REF), "description": ERRORS[status]}
     document: dict[str, Any] = {
         "operationId": route.name,
         "summary": op.summary,
@@ -58,8 +86,23 @@ def _operation(route: Route, op: Operation, schema_of: dict[Any, Any]) -> dict[s
         "security": [{"bearer": []}] if op.role is not None else [],
     }
     if op.body is not None:
-        document["requestBody"] = {"required": True, **_content("application/json", schema_of[op.body])}
+        document["requestBody"] = {"required": op.body_required, **_content("application/json", schema_of[op.body])}
     return document
+
+
+def _error_statuses(route: Route, op: Operation) -> set[int]:
+    statuses = {500, *op.errors}
+    if op.role is not None:
+        statuses |= {401, 503}
+    if op.role is Role.ADMIN:
+        statuses.add(403)
+    if "name" in route.param_convertors:
+        statuses |= {404, 422}
+    if op.query:
+        statuses.add(422)
+    if op.body is not None:
+        statuses |= {400, 413, 422}
+    return statuses
 
 
 def _parameter(where: str, name: str, kind: Any) -> dict[str, Any]:

@@ -157,6 +157,30 @@ async def test_openapi_documents_every_route(app: Starlette, client: httpx.Async
     assert record["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Outcome"}
 
 
+async def test_openapi_says_what_is_served(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+
+    acquire = paths["/breakers/{name}/acquire"]["post"]
+    assert acquire["requestBody"]["required"] is False, "an empty body is `{}`"
+    assert "lease" in schemas["AcquireRequest"]["properties"]
+    record = paths["/breakers/{name}/record"]["post"]
+    assert set(record["responses"]) == {"200", "400", "401", "404", "409", "413", "422", "500", "503"}
+    assert record["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+    assert "ORC_010" in record["responses"]["413"]["description"]
+    assert "403" in paths["/breakers/{name}"]["patch"]["responses"]
+    assert paths["/breakers/{name}"]["patch"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ConfigPatch"
+    }
+    dependencies = paths["/health/dependencies"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/DependenciesDetail"} in dependencies["oneOf"]
+    ready = paths["/health/ready"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert ready == {"$ref": "#/components/schemas/Health"}
+    assert {"state", "machine_state", "force"} <= set(schemas["Snapshot"]["properties"])
+
+
 async def test_dashboard_is_html(client: httpx.AsyncClient) -> None:
     response = await client.get("/")
     assert response.status_code == 200

@@ -92,7 +92,14 @@ async def delete_breaker(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@operation("Ask to make one call", role=Role.CLIENT, body=AcquireRequest, answer=Decision)
+@operation(
+    'Ask to make one call; `{}` (or no body) is the classic breaker, `{"lease": true}` joins fleet budgeting',
+    role=Role.CLIENT,
+    body=AcquireRequest,
+    answer=Decision,
+    body_required=False,
+    errors=(409,),
+)
 async def acquire(request: Request) -> Response:
     ctx, name = context(request), name_of(request)
     body = await read_body(request, _ACQUIRE, empty=b"{}")
@@ -101,7 +108,7 @@ async def acquire(request: Request) -> Response:
     return MsgspecResponse(decision)
 
 
-@operation("Report a call's outcome", role=Role.CLIENT, body=Outcome, answer=Snapshot)
+@operation("Report a call's outcome", role=Role.CLIENT, body=Outcome, answer=Snapshot, errors=(409,))
 async def record(request: Request) -> Response:
     ctx, name = context(request), name_of(request)
     outcome = await read_body(request, _OUTCOME)

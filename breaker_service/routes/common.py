@@ -45,6 +45,14 @@ class Operation:
     status: int = 200
     media_type: str = "application/json"
     query: Mapping[str, Any] = field(default_factory=dict)
+    body_required: bool = True
+    """False where an empty body means `{}` (acquire)."""
+    alternatives: tuple[type[Any], ...] = ()
+    """Other shapes the success answer takes (`?detail=true`)."""
+    errors: tuple[int, ...] = ()
+    """Error statuses beyond those every route of its kind may answer (`breaker_service.openapi`)."""
+    other_answers: Mapping[int, type[Any]] = field(default_factory=dict)
+    """Non-error bodies under other statuses (`/health/ready`'s 503)."""
 
 
 OPERATIONS: dict[Callable[..., Any], Operation] = {}

@@ -31,7 +31,7 @@ async def health(request: Request) -> Response:
     return MsgspecResponse(Health(status="ok", store=store.kind, degraded=store.degraded))
 
 
-@operation("Readiness: 503 while the store is unreachable", role=None, answer=Health)
+@operation("Readiness: 503 while the store is unreachable", role=None, answer=Health, other_answers={503: Health})
 async def ready(request: Request) -> Response:
     store = context(request).store
     reachable = await _ping(store)
@@ -44,6 +44,7 @@ async def ready(request: Request) -> Response:
     "One boolean per config-file breaker, plus the store; ?detail=true adds state, probe, last change and the mode",
     role=Role.CLIENT,
     answer=dict[str, bool],
+    alternatives=(DependenciesDetail,),
     query={"detail": bool},
 )
 async def dependencies(request: Request) -> Response:
