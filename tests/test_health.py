@@ -27,6 +27,7 @@ async def test_health_is_ok(client: httpx.AsyncClient) -> None:
     response = await client.get("/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+    assert response.json()["protocol"] == "1.1"
 
 
 async def test_ready_while_the_store_answers(client: httpx.AsyncClient) -> None:

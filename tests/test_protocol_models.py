@@ -5,7 +5,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from breaker_client.protocol.models import BreakerConfig, ConfigPatch, Outcome, read_stored_config
+from breaker_client.protocol.machine import BreakerMachine
+from breaker_client.protocol.models import (
+    BreakerConfig,
+    ConfigPatch,
+    Decision,
+    Outcome,
+    Snapshot,
+    read_stored_config,
+)
 
 
 def test_success_threshold_above_half_open_max_calls_is_refused_naming_both_fields() -> None:
@@ -54,3 +62,17 @@ def test_an_outcome_may_report_rejected_calls_but_never_with_a_permit() -> None:
     assert msgspec.convert({"outcome": "rejected", "count": 4}, Outcome).count == 4
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"outcome": "rejected", "permit": "p"}, Outcome)
+
+
+def test_answers_are_read_tolerantly_requests_strictly() -> None:
+    decision = b'{"allowed": true, "state": "CLOSED", "generation": 3, "added_in_a_later_version": {"x": 1}}'
+    assert msgspec.json.decode(decision, type=Decision).generation == 3
+    snapshot = msgspec.json.encode(
+        {
+            **msgspec.structs.asdict(BreakerMachine(name="svc", config=BreakerConfig()).view(0)),
+            "incarnation": "later",
+        }
+    )
+    assert msgspec.json.decode(snapshot, type=Snapshot).name == "svc"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"outcome": "success", "added_in_a_later_version": 1}', type=Outcome)

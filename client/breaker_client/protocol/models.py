@@ -290,6 +290,8 @@ class Health(Struct, frozen=True, kw_only=True):
     store: str | None = None
     degraded: bool = False
     details: dict[str, str] = field(default_factory=dict)
+    protocol: str = PROTOCOL_VERSION
+    """The protocol the service speaks: clients may check it (upgrade the replicas first, then the clients)."""
 
 
 JSON_ENCODER: Final = msgspec.json.Encoder()
