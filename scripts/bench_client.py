@@ -12,10 +12,13 @@ local HTTP dependency (tests/fixtures/dependency.py) that counts every request i
    a warm fleet (proven healthy, every process on the fast path, calling, when the dependency dies), and the probes
    each half-open window lets through; for ours, for pybreaker with Redis storage shared by the 8 processes, and
    for a naive shared breaker with one atomic Lua check per call.
+3. Propagation: 8 client processes follow `/events` (4 per replica); the controller forces a breaker open and
+   closed in turn, and measures from just before each admin request to the moment every client knows the new state
+   with its force (p50/p99 over transitions of the slowest client, and over every client's view).
 
 Every loop is bounded in count and time; the script stops everything it started and exits by itself.
 
-    python scripts/bench_client.py [--quick]
+    python scripts/bench_client.py [--quick] [--propagation-only]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import multiprocessing
 import os
 import platform
 import statistics
@@ -48,10 +52,12 @@ from tests.fixtures.redis_server import RedisServer  # noqa: E402
 from tests.fixtures.service import ADMIN_HEADERS, CLIENT_TOKEN, ServiceProcess, service_env  # noqa: E402
 from tests.fleet.fleet import Fleet, total  # noqa: E402
 from tests.fleet.protocol import Kind, Run, WorkerSpec  # noqa: E402
+from tests.fleet.watcher import Seen, watcher_main  # noqa: E402
 from tests.fleet.worker import CountingTransport  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
+    from multiprocessing.connection import Connection
 
 FLEET_SIZE: Final = 8
 THRESHOLD: Final = 5
@@ -62,12 +68,17 @@ WARM_CALLS: Final = 100
 """Healthy calls the warm fleet makes (in all) before the dependency dies under it."""
 
 
+PROPAGATION_CLIENTS: Final = 8
+PROPAGATION_TIMEOUT_S: Final = 10.0
+
+
 @dataclass(frozen=True)
 class Options:
     calls: int
     rounds: int
     trials: int
     windows: int
+    transitions: int = 200
 
 
 # -- 1. cost per call ----------------------------------------------------------------------------------------------
@@ -307,6 +318,72 @@ def run_fleets(service_urls: tuple[str, ...], redis_url: str, options: Options) 
     print(f"   errors of a client's own plumbing seen by callers: {', '.join(dirty) if dirty else 'none'}")
 
 
+# -- 3. propagation -------------------------------------------------------------------------------------------------
+
+
+def first_view(conn: Connection, generation: int, forced: str | None) -> float:
+    """When this watcher first knew the breaker at `generation` (or later) with force `forced`."""
+    deadline = time.monotonic() + PROPAGATION_TIMEOUT_S
+    while conn.poll(max(0.0, deadline - time.monotonic())):
+        seen: Seen = conn.recv()
+        at, seen_generation, seen_forced = seen
+        if seen_generation > generation or (seen_generation == generation and seen_forced == forced):
+            return at
+    raise TimeoutError(f"a client did not learn generation {generation} within {PROPAGATION_TIMEOUT_S}s")
+
+
+def run_propagation(service_urls: tuple[str, ...], options: Options) -> None:
+    name = f"bench-propagation-{os.getpid()}"
+    admin = httpx.Client(base_url=service_urls[0], headers=ADMIN_HEADERS, timeout=10.0)
+    admin.put(f"/breakers/{name}", json={"failure_threshold": THRESHOLD}).raise_for_status()
+    spawn = multiprocessing.get_context("spawn")
+    watchers: list[tuple[Connection, multiprocessing.process.BaseProcess]] = []
+    for index in range(PROPAGATION_CLIENTS):
+        ours, theirs = spawn.Pipe()
+        url = service_urls[index % len(service_urls)]
+        process = spawn.Process(target=watcher_main, args=(theirs, url, CLIENT_TOKEN, name), daemon=True)
+        process.start()
+        watchers.append((ours, process))
+    slowest: list[float] = []
+    every: list[float] = []
+    try:
+        for conn, _ in watchers:
+            if not conn.poll(60.0) or conn.recv() != "ready":
+                raise TimeoutError("a watcher did not start")
+        for index in range(options.transitions):
+            mode, path = ("OPEN", "force-open") if index % 2 == 0 else ("CLOSED", "force-close")
+            started = time.monotonic()
+            answer = admin.post(f"/breakers/{name}/{path}", json={"reason": "bench"})
+            answer.raise_for_status()
+            generation = answer.json()["generation"]
+            seen_ms = [(first_view(conn, generation, mode) - started) * 1000 for conn, _ in watchers]
+            slowest.append(max(seen_ms))
+            every.extend(seen_ms)
+    finally:
+        for conn, watcher in watchers:
+            with contextlib.suppress(OSError):
+                conn.send("stop")
+            watcher.join(timeout=10.0)
+            if watcher.is_alive():
+                watcher.kill()
+        admin.close()
+    print(
+        f"\n3. Propagation: {PROPAGATION_CLIENTS} client processes (following /events on {len(service_urls)} "
+        f"replicas), {options.transitions} forced transitions; ms from just before the admin request to the "
+        "clients' views"
+    )
+    for label, values in (("every client knows it (slowest of 8)", slowest), ("one client's view", every)):
+        print(
+            f"   {label:<42} p50 {statistics.median(values):7.2f}   p99 {quantile_ms(values, 0.99):7.2f}   "
+            f"max {max(values):7.2f}   (goal p99 <= 10)"
+        )
+
+
+def quantile_ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 # -- setup ---------------------------------------------------------------------------------------------------------
 
 
@@ -324,13 +401,17 @@ def backend(directory: Path) -> Iterator[tuple[str, tuple[str, ...]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a short run: fewer calls, trials and windows")
+    parser.add_argument("--propagation-only", action="store_true", help="only section 3")
     args = parser.parse_args()
-    options = Options(calls=3000, rounds=3, trials=1, windows=2) if args.quick else Options(20000, 10, 5, 5)
+    quick = Options(calls=3000, rounds=3, trials=1, windows=2, transitions=100)
+    options = quick if args.quick else Options(20000, 10, 5, 5, 400)
     print(f"bench_client: Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp, backend(Path(tmp)) as (redis_url, urls):
-        asyncio.run(cost_per_call(urls[0], redis_url, options))
-        run_fleets(urls, redis_url, options)
+        if not args.propagation_only:
+            asyncio.run(cost_per_call(urls[0], redis_url, options))
+            run_fleets(urls, redis_url, options)
+        run_propagation(urls, options)
     print(f"\ndone in {time.monotonic() - started:.0f}s")
 
 
