@@ -209,16 +209,9 @@ class Admission:
     async def report(self, ticket: Ticket, *, failed: bool, duration_ms: float) -> None:
         """Report one call's outcome; never raises."""
         duration_ms = min(max(0.0, duration_ms), _MAX_DURATION_MS)
-        outcome = Outcome(
-            outcome="failure" if failed else "success",
-            duration_ms=duration_ms,
-            permit=ticket.permit,
-            generation=ticket.generation,
-            failures_seen=None if failed else ticket.failures_seen,
-            report_id=new_report_id(),
-        )
         if ticket.route is Route.LOCAL:
             if self._degraded:
+                outcome = _outcome(ticket, failed=failed, duration_ms=duration_ms, report_id=None)
                 self._local.record(ticket.name, outcome, self._views.get(ticket.name), self._views.now())
             return
         if not failed:
@@ -232,6 +225,8 @@ class Admission:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._report_timeout_s):
                     await self._batcher.drain()
+        # One report_id per report: a retry of this request (on any replica) sends the same bytes.
+        outcome = _outcome(ticket, failed=failed, duration_ms=duration_ms, report_id=new_report_id())
         await self._record(ticket.name, outcome, self._report_timeout_s)
 
     def _trust(self, ticket: Ticket) -> None:
@@ -289,3 +284,14 @@ class Admission:
             self._local.clear()
             _log.info("breaker.recovered", base_url=self._connection.base_url)
         self._views.invalidate_all()
+
+
+def _outcome(ticket: Ticket, *, failed: bool, duration_ms: float, report_id: str | None) -> Outcome:
+    return Outcome(
+        outcome="failure" if failed else "success",
+        duration_ms=duration_ms,
+        permit=ticket.permit,
+        generation=ticket.generation,
+        failures_seen=None if failed else ticket.failures_seen,
+        report_id=report_id,
+    )
