@@ -103,6 +103,32 @@ async def test_put_merges_the_body_over_the_defaults_and_audits(client: httpx.As
     assert history[0]["reason"] == "tuning"
 
 
+async def test_patch_changes_only_the_given_fields_and_audits(client: httpx.AsyncClient) -> None:
+    await client.put("/breakers/tuned", json={"open_timeout_s": 5, "failure_threshold": 7}, headers=ADMIN)
+
+    response = await client.patch("/breakers/tuned?reason=tighter", json={"failure_threshold": 2}, headers=ADMIN)
+
+    assert response.status_code == 200
+    assert (response.json()["config"]["failure_threshold"], response.json()["config"]["open_timeout_s"]) == (2, 5.0)
+    history = (await client.get("/breakers/tuned/history", headers=CLIENT)).json()["transitions"]
+    assert (history[0]["actor"], history[0]["reason"]) == ("test-admin", "tighter")
+
+
+async def test_patch_naming_both_probe_fields_changes_nothing(client: httpx.AsyncClient) -> None:
+    await client.put("/breakers/tuned", json={}, headers=ADMIN)
+
+    response = await client.patch("/breakers/tuned", json={"success_threshold": 5}, headers=ADMIN)
+    unknown = await client.patch("/breakers/nobody", json={"failure_threshold": 2}, headers=ADMIN)
+    as_client = await client.patch("/breakers/tuned", json={"failure_threshold": 2}, headers=CLIENT)
+
+    error = assert_error(response, 422, "ORC_001")
+    assert "success_threshold" in error["message"]
+    assert "half_open_max_calls" in error["message"]
+    assert (await client.get("/breakers/tuned", headers=CLIENT)).json()["config"]["success_threshold"] == 3
+    assert_error(unknown, 404, "ORC_009")
+    assert_error(as_client, 403, "ORC_008")
+
+
 async def test_force_close_reset_and_history(client: httpx.AsyncClient) -> None:
     await client.post("/breakers/openai/force-open", json={"reason": "maintenance", "ttl_s": 60}, headers=ADMIN)
     closed = await client.post("/breakers/openai/force-close", json={"reason": "back"}, headers=ADMIN)
@@ -222,6 +248,12 @@ BAD_BODIES: Final[list[tuple[str, str, str, bytes, int]]] = [
     ("PUT", _P, "max below open timeout", b'{"open_timeout_s": 100, "max_open_timeout_s": 50}', 422),
     ("PUT", _P, "wrong type", b'{"success_threshold": "three"}', 422),
     ("PUT", f"{UNKNOWN}", "bad, unknown breaker", b'{"failure_threshold": -3}', 422),
+    ("PUT", _P, "more probe successes than probes", b'{"success_threshold": 4}', 422),
+    ("PATCH", _P, "malformed", b"{,}", 400),
+    ("PATCH", _P, "unknown field", b'{"failure_treshold": 3}', 422),
+    ("PATCH", _P, "threshold zero", b'{"failure_threshold": 0}', 422),
+    ("PATCH", _P, "merged: more probe successes than probes", b'{"success_threshold": 4}', 422),
+    ("PATCH", _P, "merged: window without rate", b'{"window_s": 10}', 422),
     ("POST", f"{_P}/force-open", "missing reason", b"{}", 422),
     ("POST", f"{_P}/force-open", "empty reason", b'{"reason": ""}', 422),
     ("POST", f"{_P}/force-open", "reason too long", b'{"reason": "' + b"r" * 501 + b'"}', 422),

@@ -64,6 +64,10 @@ def test_the_resolver_answers_the_override_else_the_defaults() -> None:
         ("[breakers.a]\nfoo = 1", "[breakers.a]: Object contains unknown field `foo`"),
         ("[breakers.a]\nopen_timeout_s = 'soon'", "[breakers.a]: Expected `float`"),
         ("[breakers.a]\nwindow_s = 10", "[breakers.a]: window_s needs failure_rate"),
+        (
+            "[breakers.a]\nsuccess_threshold = 4",
+            "[breakers.a]: success_threshold (4) must not exceed half_open_max_calls (3)",
+        ),
         ("[breakers.a]\nprobe_url = 'file:///etc/passwd'", "[breakers.a]: Expected `str` matching regex"),
         ("[breakers.'bad name']", "[breakers.bad name]: the name must match"),
         ("[breakers.redis]", "the name 'redis' is reserved"),

@@ -30,7 +30,8 @@ def patched(config: BreakerConfig, patch: ConfigPatch) -> BreakerConfig:
     try:
         return patch.apply(config)
     except msgspec.ValidationError as exc:
-        raise InvalidRequestError(f"invalid config: {exc}", details={"fields": patch.fields()}) from exc
+        # The shape of any other body error (routes/common.py): the merged config as a whole breaks the rule.
+        raise InvalidRequestError(str(exc), details={"location": "body", "path": "$"}) from exc
 
 
 class BreakerStore(Protocol):

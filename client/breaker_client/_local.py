@@ -33,7 +33,7 @@ class LocalBreakers:
         """Ask the local machine; `now_s` is the views' clock, to carry a known deadline over."""
         now_ms = self._clock_ms()
         machine = self._machines.get(name) or self._seed(name, view, now_s, now_ms)
-        decision, events = machine.acquire(now_ms)
+        decision, events = machine.acquire(now_ms, lease=True)  # as the client asks the service: leases
         self._log(events)
         return decision
 
