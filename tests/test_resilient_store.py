@@ -12,9 +12,11 @@ from structlog.testing import capture_logs
 
 from breaker_client.protocol.models import BreakerConfig, Outcome, State
 from breaker_service.errors import StoreUnavailableError
-from breaker_service.events import EVENTS_CHANNEL, StoreEvent
+from breaker_service.event_hub import EventHub
+from breaker_service.events import EVENTS_CHANNEL
 from breaker_service.store.breaker_redis import RedisStore
 from breaker_service.store.breaker_resilient import LOCAL_PERMIT_PREFIX, ResilientStore
+from breaker_service.store.connection_redis import create_redis
 from tests._waiting import wait_until
 
 if TYPE_CHECKING:
@@ -254,14 +256,10 @@ async def test_starts_degraded_when_redis_is_down(redis_server_factory: RedisSer
         assert (await store.snapshot("declared")).config == SPECIAL
 
 
-async def test_events_resubscribe_after_an_outage(
+async def test_the_hub_subscribes_again_after_an_outage_and_not_while_degraded(
     store: ResilientStore, server: RedisServer, client: redis.asyncio.Redis
 ) -> None:
-    received: asyncio.Queue[StoreEvent] = asyncio.Queue()
-
-    async def consume() -> None:
-        async for event in store.events():
-            await received.put(event)
+    hub = EventHub()
 
     async def subscribed() -> bool:
         try:
@@ -270,28 +268,57 @@ async def test_events_resubscribe_after_an_outage(
             return False
         return bool(counts) and int(counts[0][1]) >= 1
 
-    consumer = asyncio.create_task(consume())
-    try:
-        await wait_until(subscribed, "the events subscription")
-        await store.force("svc", State.OPEN, reason="first", ttl_s=None, actor="t")
-        first = await asyncio.wait_for(received.get(), WAIT_TIMEOUT_S)
-        assert first.kind in {"state", "config"}
+    async def live() -> bool:
+        return hub.live.is_set()
 
-        server.kill()
-        await store.acquire("svc")
+    async with hub.running(store):
+        await wait_until(live, "the events subscription")
+        with hub.listening() as listener:
+            await store.force("svc", State.OPEN, reason="first", ttl_s=None, actor="t")
+            first = await asyncio.wait_for(listener.get(), WAIT_TIMEOUT_S)
+            assert first is not None
+            assert first.kind == "state"
+
+            server.kill()
+            await store.acquire("svc")
+            # The feed failed: the hub cuts its listeners off (an SSE client reconnects for a fresh snapshot).
+            while (event := await asyncio.wait_for(listener.get(), WAIT_TIMEOUT_S)) is not None:
+                assert event.kind != "state" or event.data.reason == "first"  # type: ignore[union-attr]
+
         server.restart()
         await recovered(store)
-        await wait_until(subscribed, "the events subscription to come back")
-        while not received.empty():
-            received.get_nowait()
-        await store.force("svc", State.CLOSED, reason="second", ttl_s=None, actor="t")
-        second = await asyncio.wait_for(received.get(), WAIT_TIMEOUT_S)
-        assert second.kind == "state"
-        assert not consumer.done()
+        await wait_until(live, "the hub's subscription to come back")
+        assert await subscribed()
+        with hub.listening() as listener:
+            await store.force("svc", State.CLOSED, reason="second", ttl_s=None, actor="t")
+            second = await asyncio.wait_for(listener.get(), WAIT_TIMEOUT_S)
+        assert second is not None
+        assert (second.kind, second.data.reason) == ("state", "second")  # type: ignore[union-attr]
+
+
+async def test_events_carry_the_snapshots_a_later_outage_answers_from(
+    store: ResilientStore, server: RedisServer
+) -> None:
+    hub = EventHub()
+    other = RedisStore(create_redis(server.url), resolve_config=lambda _: BreakerConfig())
+
+    async def live() -> bool:
+        return hub.live.is_set()
+
+    try:
+        async with hub.running(store):
+            await wait_until(live, "the events subscription")
+            with hub.listening() as listener:
+                # Another replica forces it: this one learns the snapshot from the event, without reading it.
+                await other.force("svc", State.OPEN, reason="elsewhere", ttl_s=None, actor="ops")
+                while (event := await asyncio.wait_for(listener.get(), WAIT_TIMEOUT_S)) is not None:
+                    if event.kind == "breaker":
+                        break
+        server.kill()
+        snapshot = await store.snapshot("svc")
+        assert (snapshot.state, snapshot.forced, store.degraded) == (State.OPEN, State.OPEN, True)
     finally:
-        consumer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await consumer
+        await other.close()
 
 
 async def test_logs_once_on_entering_and_once_on_leaving(store: ResilientStore, server: RedisServer) -> None:

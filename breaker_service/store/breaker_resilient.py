@@ -235,25 +235,19 @@ class ResilientStore:
         return self._shared.status_store()
 
     async def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
-        """The shared store's events; after a lost subscription, subscribes again (backing off, never while degraded).
+        """The shared store's events, once it is reachable (never subscribing while degraded).
 
-        A lost subscription alone does not make the store degraded: acquire and record decide that. Events published
-        while no subscription was up are lost (pub/sub keeps nothing). Transitions of the local machines are not
-        published: they are this replica's alone. The snapshots the events carry (`breaker`, `config`) keep what
-        this replica knows current for a later outage, whichever replica made the change.
+        A lost subscription raises `StoreUnavailableError`, as the shared store's feed does: the one loop that
+        subscribes again is the replica's `EventHub`, which every listener goes through. A lost subscription alone
+        does not make the store degraded: acquire and record decide that. Events published while no subscription was
+        up are lost (pub/sub keeps nothing). Transitions of the local machines are not published: they are this
+        replica's alone. The snapshots the events carry (`breaker`, `config`) keep what this replica knows current
+        for a later outage, whichever replica made the change.
         """
-        delay = self._retry_min_s
-        while not self._closed:
-            await self._healthy.wait()
-            try:
-                async for event in self._shared.events(subscribed):
-                    delay = self._retry_min_s
-                    self._learn(event)
-                    yield event
-            except StoreUnavailableError as exc:
-                log.info("events subscription lost", store=self.kind, error=exc.message, retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._retry_max_s)
+        await self._healthy.wait()
+        async for event in self._shared.events(subscribed):
+            self._learn(event)
+            yield event
 
     # -- degraded spells ----------------------------------------------------------------------------------------
 
