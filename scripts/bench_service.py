@@ -29,6 +29,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import redis.asyncio  # noqa: E402
 
+from breaker_client.protocol.machine import new_permit  # noqa: E402
 from breaker_client.protocol.models import BreakerConfig  # noqa: E402
 from breaker_service.events import EVENTS_CHANNEL  # noqa: E402
 from breaker_service.store.keys import breaker_keys  # noqa: E402
@@ -154,7 +155,7 @@ async def bench_evalsha(redis_url: str, *, max_ops: int, seconds: float) -> list
         await scripts.load()
         await scripts.create("bench-raw", BreakerConfig())
         sha = hashlib.sha1(SOURCES["acquire"]).hexdigest()
-        args = (*breaker_keys("bench-raw"), "bench-raw", EVENTS_CHANNEL)
+        args = (*breaker_keys("bench-raw"), "bench-raw", EVENTS_CHANNEL, "", new_permit())  # plain acquire {}
 
         async def call() -> None:
             await cast("Awaitable[object]", client.evalsha(sha, 4, *args))
