@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from breaker_service.store.breaker_base import BreakerStore
     from breaker_service.store.connection_redis import RedisClient
     from breaker_service.store.queue_base import QueueStore
+    from breaker_service.store.scripts_redis import TransitionHook
 
 log = structlog.get_logger("breaker_service")
 
@@ -84,9 +85,15 @@ def create_app(
     return app
 
 
-def build_store(settings: Settings, config: ServiceConfig, redis: RedisClient | None = None) -> BreakerStore:
+def build_store(
+    settings: Settings,
+    config: ServiceConfig,
+    redis: RedisClient | None = None,
+    *,
+    on_transition: TransitionHook | None = None,
+) -> BreakerStore:
     """MemoryStore without REDIS_URL; else RedisStore (on `redis` when given), wrapped to keep answering while Redis
-    is unreachable."""
+    is unreachable. `on_transition` hears each transition this replica's scripts make (Redis only)."""
     resolve = ConfigResolver(config)
     if settings.redis_url is None:
         return MemoryStore(resolve_config=resolve, max_breakers=settings.max_breakers)
@@ -96,7 +103,7 @@ def build_store(settings: Settings, config: ServiceConfig, redis: RedisClient | 
     from breaker_service.store.connection_redis import create_redis
 
     client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
-    shared = RedisStore(client, resolve_config=resolve, max_breakers=settings.max_breakers)
+    shared = RedisStore(client, resolve_config=resolve, max_breakers=settings.max_breakers, on_transition=on_transition)
     return ResilientStore(shared, resolve_config=resolve, max_breakers=settings.max_breakers)
 
 
@@ -127,7 +134,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     ctx = context_of(app)
     redis = shared_redis(ctx.settings) if not (ctx.has_store or ctx.has_queues) else None
     if not ctx.has_store:
-        ctx.use_store(build_store(ctx.settings, ctx.config, redis))
+        ctx.use_store(build_store(ctx.settings, ctx.config, redis, on_transition=ctx.metrics.transition))
     if not ctx.has_queues:
         ctx.use_queues(build_queues(ctx.settings, ctx.config, redis))
     store = ctx.store
@@ -156,8 +163,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def watch_transitions(ctx: AppContext) -> AsyncIterator[None]:
-    """Log and count every transition on the events channel (on Redis: every replica sees every transition)."""
-    task = asyncio.create_task(events.watch_transitions(ctx.hub, ctx.metrics), name="transition-watch")
+    """Log every transition on the events channel (on Redis every replica sees every transition)."""
+    # On the memory store every transition is this replica's own; on Redis the scripts' replies count them.
+    counted = ctx.metrics if ctx.store.kind == "memory" else None
+    task = asyncio.create_task(events.watch_transitions(ctx.hub, counted), name="transition-watch")
     try:
         yield
     finally:

@@ -84,6 +84,11 @@ class AppContext:
             raise StoreUnavailableError("the health monitor is not started")
         return self._monitor
 
+    @property
+    def has_monitor(self) -> bool:
+        """Whether the lifespan has started the monitor."""
+        return self._monitor is not None
+
     def use_monitor(self, monitor: HealthMonitor) -> None:
         """Install the monitor the lifespan built."""
         self._monitor = monitor

@@ -1,36 +1,85 @@
-"""Prometheus metrics, in a registry of the app's own (two apps in one process never share counters)."""
+"""Prometheus metrics, in a registry of the app's own (two apps in one process never share counters).
+
+Two kinds, so that Prometheus can aggregate a fleet of replicas correctly:
+
+- **Read from the store at scrape time, the same on every replica** (aggregate with `max by (breaker)`):
+  `breaker_state{breaker,state}` (1 for the effective state, 0 for the others), `breaker_consecutive_failures`,
+  `breaker_window_failure_rate` and `breaker_window_slow_call_rate` for rate-mode breakers, and
+  `breaker_degradation_mode{mode}` (1 for the fleet's mode). `breaker_store_up` is this replica's reach of the store.
+  While the store is unreachable the breaker gauges show this replica's local view (`breaker_store_up` is 0 then).
+- **Counters of what this replica did or was told** (aggregate with `sum`: the fleet's totals):
+  `breaker_calls_total{breaker,kind}` (kind: success, failure, slow (a success or failure at or above the breaker's
+  `slow_call_ms`), rejected (refusals clients reported, and acquires this replica denied)),
+  `breaker_call_duration_seconds` (the `duration_ms` of reported outcomes), `breaker_decisions_total`,
+  `breaker_transitions_total` (the transitions this replica's own store calls made: each transition is counted by
+  exactly one replica), and the HTTP latency histogram. Plus prometheus_client's process, platform and GC collectors.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
+from breaker_client.protocol.models import State
+from breaker_service.degradation import Mode
+from breaker_service.errors import ServiceError
 from breaker_service.logs import route_template
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from prometheus_client.metrics_core import Metric
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from breaker_client.protocol.models import Decision, Outcome, Transition
+    from breaker_client.protocol.models import Decision, Outcome, Snapshot
+    from breaker_service.degradation import Degradation
+    from breaker_service.monitor import HealthMonitor
+    from breaker_service.store.breaker_base import BreakerStore
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+SCRAPE_READ_TIMEOUT_S: Final = 5.0
+CALL_DURATION_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class Metrics:
-    """The service's counters and the request latency histogram."""
+    """The replica's counters and histograms; `scrape` adds the gauges read from the store."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.decisions = Counter(
-            "breaker_decisions", "Acquire decisions answered.", ["breaker", "allowed"], registry=self.registry
+            "breaker_decisions",
+            "Acquire decisions this replica answered.",
+            ["breaker", "allowed"],
+            registry=self.registry,
         )
-        self.outcomes = Counter(
-            "breaker_outcomes", "Call outcomes recorded.", ["breaker", "outcome"], registry=self.registry
+        self.calls = Counter(
+            "breaker_calls",
+            "Calls reported to this replica, by kind: success, failure, slow, rejected (refused by a client, or an "
+            "acquire this replica denied). Sum over replicas for the fleet.",
+            ["breaker", "kind"],
+            registry=self.registry,
+        )
+        self.call_duration = Histogram(
+            "breaker_call_duration_seconds",
+            "Duration of the protected calls, from the duration_ms of outcomes reported to this replica.",
+            ["breaker"],
+            buckets=CALL_DURATION_BUCKETS_S,
+            registry=self.registry,
         )
         self.transitions = Counter(
             "breaker_transitions",
-            "State transitions seen on the events channel (on Redis every replica sees every transition).",
+            "State transitions this replica's own store calls made (each transition counted by one replica: sum "
+            "over replicas for the fleet).",
             ["breaker", "from_state", "to_state"],
             registry=self.registry,
         )
@@ -42,20 +91,133 @@ class Metrics:
         )
 
     def decision(self, name: str, decision: Decision) -> None:
-        """Count one acquire answer."""
+        """Count one acquire answer; a denial is a rejected call."""
         self.decisions.labels(name, "true" if decision.allowed else "false").inc()
+        if not decision.allowed:
+            self.calls.labels(name, "rejected").inc()
 
-    def outcome(self, name: str, outcome: Outcome) -> None:
-        """Count the calls one outcome report stands for."""
-        self.outcomes.labels(name, outcome.outcome).inc(outcome.count)
+    def outcome(self, name: str, outcome: Outcome, snapshot: Snapshot) -> None:
+        """Count the calls one outcome report stands for (`snapshot`: the breaker after it, for its config)."""
+        self.calls.labels(name, outcome.outcome).inc(outcome.count)
+        if outcome.duration_ms is None:
+            return
+        # One observation per report: a batch's duration_ms stands for its calls as one sample.
+        self.call_duration.labels(name).observe(outcome.duration_ms / 1000)
+        slow_ms = snapshot.config.slow_call_ms
+        if outcome.outcome in ("success", "failure") and slow_ms is not None and outcome.duration_ms >= slow_ms:
+            self.calls.labels(name, "slow").inc(outcome.count)
 
-    def transition(self, transition: Transition) -> None:
-        """Count one transition."""
-        self.transitions.labels(transition.name, transition.from_state, transition.to_state).inc()
+    def transition(self, name: str, from_state: State, to_state: State) -> None:
+        """Count one transition this replica's store call made."""
+        self.transitions.labels(name, from_state, to_state).inc()
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+    async def scrape(self, store: BreakerStore, monitor: HealthMonitor | None) -> bytes:
+        """The Prometheus text exposition: this replica's metrics, then the gauges read from the store now."""
+        reading = await _read_fleet(store, monitor)
+        return generate_latest(self.registry) + generate_latest(_FleetCollector(reading))
+
+
+class _FleetReading:
+    """What one scrape read from the store."""
+
+    def __init__(
+        self, store_up: bool, snapshots: list[Snapshot], rates: dict[str, tuple[float, float]], mode: Degradation | None
+    ) -> None:
+        self.store_up = store_up
+        self.snapshots = snapshots
+        self.rates = rates
+        self.mode = mode
+
+
+async def _read_fleet(store: BreakerStore, monitor: HealthMonitor | None) -> _FleetReading:
+    async def ping() -> bool:
+        try:
+            return await store.ping()
+        except ServiceError:
+            return False
+
+    async def snapshots() -> list[Snapshot]:
+        try:
+            return await store.snapshots()
+        except ServiceError:
+            return []
+
+    async def mode() -> Degradation | None:
+        try:
+            return await monitor.refresh() if monitor is not None else None
+        except ServiceError:
+            return None
+
+    async with asyncio.timeout(SCRAPE_READ_TIMEOUT_S):
+        up, found, degradation = await asyncio.gather(ping(), snapshots(), mode())
+        rates = await _window_rates(store, [s for s in found if s.config.rate_mode])
+    return _FleetReading(up and not store.degraded, found, rates, degradation)
+
+
+async def _window_rates(store: BreakerStore, snapshots: Iterable[Snapshot]) -> dict[str, tuple[float, float]]:
+    """(failure rate, slow-call rate) over the window, per rate-mode breaker."""
+    rates: dict[str, tuple[float, float]] = {}
+    for snapshot in snapshots:
+        window_s = snapshot.config.window_s
+        if window_s is None:
+            continue
+        try:
+            calls, failures, slow = await store.window_totals(snapshot.name, window_s)
+        except ServiceError:
+            continue
+        rates[snapshot.name] = (failures / calls, slow / calls) if calls else (0.0, 0.0)
+    return rates
+
+
+class _FleetCollector:
+    """The gauges of one scrape, from a reading taken just before (prometheus_client collectors are synchronous)."""
+
+    def __init__(self, reading: _FleetReading) -> None:
+        self._reading = reading
+
+    def collect(self) -> Iterator[Metric]:
+        reading = self._reading
+        up = GaugeMetricFamily("breaker_store_up", "1 while this replica reaches the shared store, else 0.")
+        up.add_metric([], 1.0 if reading.store_up else 0.0)
+        yield up
+        state = GaugeMetricFamily(
+            "breaker_state",
+            "1 for the breaker's effective state (OPEN while forced open), 0 for the others; read from the store, "
+            "the same on every replica.",
+            labels=["breaker", "state"],
+        )
+        failures = GaugeMetricFamily(
+            "breaker_consecutive_failures", "Failures in a row, read from the store.", labels=["breaker"]
+        )
+        forced = GaugeMetricFamily(
+            "breaker_forced", "1 while an admin force holds the breaker, else 0.", labels=["breaker"]
+        )
+        for snapshot in reading.snapshots:
+            for value in State:
+                state.add_metric([snapshot.name, value.value], 1.0 if snapshot.effective_state is value else 0.0)
+            failures.add_metric([snapshot.name], float(snapshot.consecutive_failures))
+            forced.add_metric([snapshot.name], 0.0 if snapshot.forced is None else 1.0)
+        yield from (state, failures, forced)
+        failure_rate = GaugeMetricFamily(
+            "breaker_window_failure_rate", "Failures / calls over a rate-mode breaker's window.", labels=["breaker"]
+        )
+        slow_rate = GaugeMetricFamily(
+            "breaker_window_slow_call_rate", "Slow calls / calls over a rate-mode breaker's window.", labels=["breaker"]
+        )
+        for name, (failed, slow) in sorted(reading.rates.items()):
+            failure_rate.add_metric([name], failed)
+            slow_rate.add_metric([name], slow)
+        yield from (failure_rate, slow_rate)
+        if reading.mode is not None:
+            mode = GaugeMetricFamily(
+                "breaker_degradation_mode", "1 for the fleet's degradation mode, 0 for the others.", labels=["mode"]
+            )
+            for each in Mode:
+                mode.add_metric([each.value], 1.0 if reading.mode.mode is each else 0.0)
+            yield mode
+            forced_mode = GaugeMetricFamily("breaker_degradation_forced", "1 while an admin forces the mode.")
+            forced_mode.add_metric([], 1.0 if reading.mode.forced else 0.0)
+            yield forced_mode
 
 
 class LatencyMiddleware:

@@ -167,7 +167,7 @@ async def test_metrics_count_decisions_and_outcomes(client: httpx.AsyncClient) -
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert 'breaker_decisions_total{allowed="true",breaker="openai"} 1.0' in text
-    assert 'breaker_outcomes_total{breaker="openai",outcome="success"} 3.0' in text
+    assert 'breaker_calls_total{breaker="openai",kind="success"} 3.0' in text
     assert 'route="/breakers/{name}/acquire"' in text
 
 

@@ -13,7 +13,9 @@
 -- The snapshot reply several scripts return (integers; times in ms):
 --   {machine state, forced or "", generation, consecutive_failures, consecutive_successes,
 --    opened_at_ms (0: never), retry_after_ms (-1: none), config JSON, success, failure, rejected,
---    forced_until_ms (0: none), forced actor or "", forced reason or ""}
+--    forced_until_ms (0: none), forced actor or "", forced reason or "", made}
+-- `made` lists the transitions this run of the script made, as "FROM>TO" joined by "," ("" for none): the
+-- replica that ran it counts them in its metrics, so a sum over replicas counts each transition once.
 --
 -- State flows one way: a script that made a transition publishes, after its `state` events, one `breaker` event
 -- with the snapshot it leaves behind (finish()), so no replica or client has to read it back.
@@ -39,6 +41,8 @@ end
 local S, saved, cfg = {}, {}, nil
 -- Set by transition(): finish() then publishes the snapshot the script leaves behind.
 local TRANSITIONED = false
+-- The transitions this run made ("FROM>TO"), for the reply's `made`.
+local MADE = {}
 -- Set when the stored config had to be corrected on reading (decode_config).
 local CONFIG_CORRECTED = false
 
@@ -130,6 +134,7 @@ local function transition(to, reason, actor, forced)
     S.forced_reason = forced ~= '' and reason or ''
   end
   S.generation = S.generation + 1
+  MADE[#MADE + 1] = from .. '>' .. effective()
   local entry = append_history(from, effective(), reason, actor)
   redis.call('PUBLISH', CHANNEL, '{"kind":"state","data":' .. entry .. '}')
 end
@@ -164,6 +169,11 @@ local function grant_permit(permit)
   return permit
 end
 
+-- The transitions this run made, for the reply (see `made` above).
+local function made()
+  return table.concat(MADE, ',')
+end
+
 local function snapshot_reply()
   local retry_after_ms = -1
   if S.forced == 'OPEN' then
@@ -174,6 +184,7 @@ local function snapshot_reply()
   return {
     S.state, S.forced, S.generation, S.consecutive_failures, S.consecutive_successes, S.opened_at_ms,
     retry_after_ms, S.config, S.success, S.failure, S.rejected, S.forced_until_ms, S.forced_actor, S.forced_reason,
+    made(),
   }
 end
 

@@ -3,18 +3,18 @@
 -- ARGV[3] "1" for a lease (fleet budgeting, opt-in), "" for the plain protocol
 -- ARGV[4] the permit id to grant if one is granted (made by the replica: >= 64 random bits)
 -- returns nil when the breaker does not exist, else
---   {allowed (1/0), effective state, generation, permit or "", retry_after_ms (-1: none)}
+--   {allowed (1/0), effective state, generation, permit or "", retry_after_ms (-1: none), made (_lib.lua)}
 
 local lease = ARGV[3] == '1'
 local permit_id = ARGV[4]
 
 local function allow(permit)
-  return {1, effective(), S.generation, permit or '', -1}
+  return {1, effective(), S.generation, permit or '', -1, made()}
 end
 
 local function deny(retry_after_ms)
   S.rejected = S.rejected + 1
-  return {0, effective(), S.generation, '', retry_after_ms and math.max(0, retry_after_ms) or -1}
+  return {0, effective(), S.generation, '', retry_after_ms and math.max(0, retry_after_ms) or -1, made()}
 end
 
 local function decide()

@@ -113,7 +113,7 @@ async def record(request: Request) -> Response:
     ctx, name = context(request), name_of(request)
     outcome = await read_body(request, _OUTCOME)
     snapshot = await ctx.store.record(name, outcome)
-    ctx.metrics.outcome(name, outcome)
+    ctx.metrics.outcome(name, outcome, snapshot)
     return MsgspecResponse(snapshot)
 
 

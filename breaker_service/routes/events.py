@@ -100,14 +100,16 @@ async def event_stream(
                 get.cancel()
 
 
-async def watch_transitions(hub: EventHub, metrics: Metrics) -> None:
-    """For the app's life: one log line and one count per transition on the store's event feed."""
+async def watch_transitions(hub: EventHub, metrics: Metrics | None) -> None:
+    """For the app's life: one log line per transition on the store's event feed, and one count in `metrics` when
+    given (the memory store's: there every transition is this replica's own)."""
     structlog.contextvars.clear_contextvars()
     while True:
         with hub.listening() as listener:
             while (event := await listener.get()) is not None:
                 if isinstance(event.data, Transition):
-                    metrics.transition(event.data)
+                    if metrics is not None:
+                        metrics.transition(event.data.name, event.data.from_state, event.data.to_state)
                     log.info(
                         "transition",
                         breaker=event.data.name,

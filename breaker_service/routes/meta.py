@@ -23,7 +23,9 @@ DASHBOARD: Final = resources.files("breaker_service").joinpath("static/dashboard
 
 @operation("Prometheus metrics", role=Role.CLIENT, media_type=CONTENT_TYPE)
 async def metrics(request: Request) -> Response:
-    return Response(context(request).metrics.render(), media_type=CONTENT_TYPE)
+    ctx = context(request)
+    monitor = ctx.monitor if ctx.has_monitor else None
+    return Response(await ctx.metrics.scrape(ctx.store, monitor), media_type=CONTENT_TYPE)
 
 
 @operation("This document", role=None)

@@ -105,6 +105,10 @@ class BreakerStore(Protocol):
         """Transitions, newest first; `UnknownBreakerError` if absent."""
         ...
 
+    async def window_totals(self, name: str, window_s: float) -> tuple[int, int, int]:
+        """A rate-mode breaker's (calls, failures, slow calls) over its window now, for the metrics."""
+        ...
+
     def status_store(self) -> StatusStore:
         """The service's own status (probe results, degradation mode), kept where this store keeps breakers."""
         ...

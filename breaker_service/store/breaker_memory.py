@@ -23,6 +23,7 @@ from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.events import StoreEvent
 from breaker_service.store.breaker_base import patched
 from breaker_service.store.status_memory import MemoryStatusStore
+from breaker_service.store.window import machine_window_totals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -137,6 +138,9 @@ class MemoryStore:
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
         self._existing(name)
         return list(self._history[name])[:limit]
+
+    async def window_totals(self, name: str, window_s: float) -> tuple[int, int, int]:
+        return machine_window_totals(self._existing(name), self._clock(), window_s)
 
     def status_store(self) -> MemoryStatusStore:
         """Probe results and the degradation mode in this process, on this store's clock and event subscribers."""

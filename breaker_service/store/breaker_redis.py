@@ -18,9 +18,10 @@ from breaker_client.protocol.models import BreakerConfig, ConfigPatch, Decision,
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.events import EVENTS_CHANNEL, StoreEvent, decode_event
 from breaker_service.store.connection_redis import confirmed, unavailable
-from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, history_key, state_key
-from breaker_service.store.scripts_redis import BreakerScripts
+from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, history_key, state_key, window_key
+from breaker_service.store.scripts_redis import BreakerScripts, TransitionHook
 from breaker_service.store.status_redis import RedisStatusStore
+from breaker_service.store.window import window_totals
 
 if TYPE_CHECKING:
     import asyncio
@@ -39,11 +40,18 @@ _TRANSITION: Final = msgspec.json.Decoder(Transition)
 class RedisStore:
     """The `BreakerStore` on Redis (standalone, Sentinel or Cluster); the client must not decode responses."""
 
-    def __init__(self, redis: RedisClient, *, resolve_config: ConfigResolver, max_breakers: int = 10_000) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        resolve_config: ConfigResolver,
+        max_breakers: int = 10_000,
+        on_transition: TransitionHook | None = None,
+    ) -> None:
         self._redis = redis
         self._resolve_config = resolve_config
         self._max_breakers = max_breakers
-        self._scripts = BreakerScripts(redis)
+        self._scripts = BreakerScripts(redis, on_transition=on_transition)
 
     @property
     def kind(self) -> str:
@@ -158,6 +166,16 @@ class RedisStore:
         if not exists:
             raise UnknownBreakerError(f"no breaker named {name!r}")
         return [_TRANSITION.decode(fields[b"transition"]) for _, fields in entries]
+
+    async def window_totals(self, name: str, window_s: float) -> tuple[int, int, int]:
+        """(calls, failures, slow calls) in the buckets of `brk:{name}:window` still inside the window (Redis time)."""
+        with unavailable():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.time()
+            pipe.hgetall(window_key(name))
+            (seconds, micros), fields = await pipe.execute()
+        counters = {_text(field): int(value) for field, value in fields.items()}
+        return window_totals(counters, seconds * 1000 + micros // 1000, window_s)
 
     def status_store(self) -> RedisStatusStore:
         """Probe results and the degradation mode, on the same Redis."""

@@ -44,6 +44,7 @@ from breaker_client.protocol.models import (
 )
 from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.errors import BreakerCapError, StoreUnavailableError, UnknownBreakerError
+from breaker_service.store.window import machine_window_totals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -177,6 +178,16 @@ class ResilientStore:
         except StoreUnavailableError as exc:
             self._enter_degraded(exc)
             raise
+
+    async def window_totals(self, name: str, window_s: float) -> tuple[int, int, int]:
+        if not self.degraded:
+            try:
+                return await self._shared.window_totals(name, window_s)
+            except StoreUnavailableError as exc:
+                self._enter_degraded(exc)
+        if name not in self._local:
+            raise StoreUnavailableError(f"the store is unreachable and {name!r} has no local window")
+        return machine_window_totals(self._local[name], self._clock(), window_s)
 
     # -- the hot path -----------------------------------------------------------------------------------------
 

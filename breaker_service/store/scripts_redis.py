@@ -3,6 +3,9 @@
 Each `lua/<operation>.lua` runs behind the shared prelude `lua/_lib.lua` (Lua has no `require`), so the SHA is
 that of the pair. `register_script` computes it client-side; a server that lost its script cache answers
 NOSCRIPT, and the script is loaded and run again.
+
+Every list reply ends with `made`, the transitions that run of the script made (lua/_lib.lua); the store hands them
+to its `on_transition` hook, so each replica counts the transitions its own calls made.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ from breaker_service.store.breaker_base import patched
 from breaker_service.store.keys import breaker_keys, report_key
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from redis.commands.core import AsyncScript
 
     from breaker_service.store.connection_redis import RedisClient
+
+TransitionHook: TypeAlias = "Callable[[str, State, State], None]"
+"""Called with (breaker, from, to) for each transition a script run by this replica made."""
 
 # The snapshot and decision replies documented in lua/_lib.lua and lua/acquire.lua.
 _SnapshotReply: TypeAlias = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int, int, bytes, bytes]
@@ -94,7 +100,7 @@ def _snapshot(name: str, raw: Any) -> Snapshot | None:
         forced_until_ms,
         forced_actor,
         forced_reason,
-    ) = msgspec.convert(raw, _SnapshotReply)
+    ) = msgspec.convert(raw[:14], _SnapshotReply)
     forced = _STATES[forced_raw] if forced_raw else None
     force = None
     if forced is not None:
@@ -123,7 +129,7 @@ def _snapshot(name: str, raw: Any) -> Snapshot | None:
 def _decision(raw: Any) -> Decision | None:
     if raw is None:
         return None
-    allowed, state, generation, permit, retry_after_ms = msgspec.convert(raw, _DecisionReply)
+    allowed, state, generation, permit, retry_after_ms = msgspec.convert(raw[:5], _DecisionReply)
     return Decision(
         allowed=allowed == 1,
         state=_STATES[state],
@@ -131,6 +137,13 @@ def _decision(raw: Any) -> Decision | None:
         permit=permit.decode() if permit else None,
         retry_after_s=None if retry_after_ms < 0 else retry_after_ms / 1000,
     )
+
+
+def made_transitions(raw: Any) -> list[tuple[State, State]]:
+    """The `made` element that ends a list reply: [(from, to), ...]."""
+    if not isinstance(raw, list) or not raw or not isinstance(raw[-1], bytes) or not raw[-1]:
+        return []
+    return [(_STATES[a], _STATES[b]) for a, _, b in (pair.partition(b">") for pair in raw[-1].split(b","))]
 
 
 def _optional(value: str | None) -> str:
@@ -141,8 +154,9 @@ def _optional(value: str | None) -> str:
 class BreakerScripts:
     """The scripts registered on one client; each method is one EVALSHA and answers None for a missing breaker."""
 
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, *, on_transition: TransitionHook | None = None) -> None:
         self._redis = redis
+        self._on_transition = on_transition
         self._scripts: dict[str, AsyncScript] = {op: redis.register_script(src) for op, src in SOURCES.items()}
 
     async def load(self) -> None:
@@ -152,7 +166,14 @@ class BreakerScripts:
 
     async def _run(self, operation: str, name: str, *args: str | bytes, extra_keys: Sequence[str] = ()) -> Any:
         keys = (*breaker_keys(name), *extra_keys)
-        return await self._scripts[operation](keys=keys, args=(name, EVENTS_CHANNEL, *args))
+        raw = await self._scripts[operation](keys=keys, args=(name, EVENTS_CHANNEL, *args))
+        self._report(name, raw)
+        return raw
+
+    def _report(self, name: str, raw: Any) -> None:
+        if self._on_transition is not None:
+            for from_state, to_state in made_transitions(raw):
+                self._on_transition(name, from_state, to_state)
 
     async def acquire(self, name: str, *, lease: bool = False) -> Decision | None:
         """Ask to make one call; the permit it may grant is made here, from `secrets`."""
@@ -188,6 +209,8 @@ class BreakerScripts:
         except NoScriptError:
             script.sha = await self._redis.script_load(script.script)
             raws = await self._snapshot_pipeline(script.sha, names)
+        for name, raw in zip(names, raws, strict=True):
+            self._report(name, raw)
         return [_snapshot(name, raw) for name, raw in zip(names, raws, strict=True)]
 
     async def _snapshot_pipeline(self, sha: str, names: Sequence[str]) -> list[Any]:
