@@ -1,10 +1,12 @@
 """`python -m breaker_service`: serve on BREAKER_HOST:BREAKER_PORT with uvicorn.
 
-A bad setting or config file ends the process with one line on stderr and exit status 2.
+Settings come from the environment only; `--help` and `--version` print and exit 0. A bad setting or config file
+ends the process with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import urllib.parse
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from breaker_service import __version__
 from breaker_service.app import context_of, create_app
 from breaker_service.config import ConfigError
 from breaker_service.logs import configure_logging
@@ -19,6 +22,7 @@ from breaker_service.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Sequence
     from types import FrameType
 
     from starlette.applications import Starlette
@@ -42,8 +46,32 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def main() -> int:
+_SETTINGS_HELP = """\
+settings (environment):
+  REDIS_URL                 redis://, rediss://, redis+sentinel://h:p[,h:p]/master; unset: in-memory store (one replica)
+  REDIS_CLUSTER=true        REDIS_URL names a Redis Cluster node
+  BREAKER_HOST, BREAKER_PORT  where to serve (127.0.0.1:8080)
+  BREAKER_CONFIG            TOML file of breaker defaults, overrides and probe URLs
+  BREAKER_ADMIN_TOKENS, BREAKER_CLIENT_TOKENS  name:token,... (client routes are open while the latter is unset)
+  BREAKER_LOG_LEVEL         DEBUG, INFO (default), WARNING, ERROR
+See README.md, "Configuration", for every setting."""
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: only --help and --version; everything else is set in the environment."""
+    parser = argparse.ArgumentParser(
+        prog="python -m breaker_service",
+        description="Serve the shared circuit-breaker API, its dashboard and its metrics.",
+        epilog=_SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"breaker-service {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Read settings and config, then serve until SIGINT/SIGTERM."""
+    parse_arguments(argv)
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level)

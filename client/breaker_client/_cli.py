@@ -21,8 +21,9 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from breaker_client import _cli_admin as admin
 from breaker_client import _cli_render as render
-from breaker_client._cli_args import HISTORY_MAX, build_parser
+from breaker_client._cli_args import HISTORY_MAX, build_parser, check
 from breaker_client._correlation import CORRELATION_HEADER
 from breaker_client._errors import NotFoundError, ServiceError, TransportError, error_from_response
 from breaker_client._events import SSEParser
@@ -88,6 +89,12 @@ class _Service:
         )
         answer = await self._send(request)
         return _decoded(decoder, answer), answer
+
+    async def send(self, method: str, path: str, *, body: object = None, params: dict[str, str] | None = None) -> bytes:
+        """Any request; the answer's body as it came."""
+        content = None if body is None else JSON_ENCODER.encode(body)
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        return await self._send(self._http.build_request(method, path, content=content, headers=headers, params=params))
 
     @asynccontextmanager
     async def lines(self, path: str) -> AsyncIterator[AsyncIterator[str]]:
@@ -166,7 +173,8 @@ async def _history(service: _Service, args: argparse.Namespace) -> None:
 
 async def _force(service: _Service, args: argparse.Namespace) -> None:
     body = ForceRequest(reason=args.reason, ttl_s=args.ttl)
-    snapshot, raw = await service.post(_path(args.name, f"/{args.command}"), body, _SNAPSHOT)
+    action = f"/{args.command}?create=true" if args.create else f"/{args.command}"
+    snapshot, raw = await service.post(_path(args.name, action), body, _SNAPSHOT)
     _emit(args, raw, render.snapshots_table([snapshot]))
 
 
@@ -231,6 +239,9 @@ COMMANDS: Final[dict[str, Callable[[_Service, argparse.Namespace], Awaitable[Non
     "reset": _reset,
     "audit": _audit,
     "watch": _watch,
+    "delete": admin.delete,
+    "config": admin.config,
+    "degradation": admin.degradation,
 }
 
 
@@ -264,8 +275,11 @@ def _complain(message: str) -> None:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    parser = build_parser()
     try:
-        return build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        check(parser, args)
+        return args
     except SystemExit as exc:  # argparse has printed the help (0) or the usage error (2)
         return exc.code if isinstance(exc.code, int) else Exit.USAGE
 

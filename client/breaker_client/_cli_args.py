@@ -4,23 +4,28 @@ into a usage error (exit 2) before anything is sent to the service."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
+from breaker_client import __version__
 from breaker_client.protocol.models import MAX_SECONDS, NAME_PATTERN, is_valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["DEFAULT_URL", "HISTORY_MAX", "build_parser"]
+__all__ = ["DEFAULT_URL", "HISTORY_MAX", "build_parser", "check"]
 
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
 HISTORY_MAX: Final = 1000
 """The service's largest `?limit=` of history, and the length of the history it keeps."""
 REASON_MAX: Final = 500
+MODES: Final = ("NORMAL", "PARTIAL", "READ_ONLY", "OFFLINE", "EMERGENCY")
+_FIELD: Final = re.compile(r"^[a-z_]{1,64}$")
 
 
 def _breaker_name(value: str) -> str:
@@ -55,6 +60,23 @@ def _ttl(value: str) -> float:
     return seconds
 
 
+def _setting(value: str) -> tuple[str, Any]:
+    """`key=value` for `config --set`: the value as JSON (`5`, `0.5`, `null`, `true`), else as a string."""
+    key, equals, raw = value.partition("=")
+    if not equals or not _FIELD.fullmatch(key):
+        raise argparse.ArgumentTypeError(f"invalid setting {value!r}: expected key=value, e.g. failure_threshold=5")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+def _mode(value: str) -> str:
+    if value.upper() not in MODES:
+        raise argparse.ArgumentTypeError(f"invalid mode {value!r}: one of {', '.join(MODES)}")
+    return value.upper()
+
+
 def _count(high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         if not value.isdigit() or not 1 <= int(value) <= high:
@@ -72,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 service error (ORC code on stderr), 2 usage, 3 service unreachable, 130 Ctrl-C "
         "(0 for watch)",
     )
+    parser.add_argument("--version", action="version", version=f"breakerctl {__version__}")
     default_url = os.environ.get("BREAKER_URL") or DEFAULT_URL
     parser.add_argument("--url", type=_url, default=default_url, help=f"service URL (env BREAKER_URL; {DEFAULT_URL})")
     token = os.environ.get("BREAKER_TOKEN") or None
@@ -94,10 +117,37 @@ def build_parser() -> argparse.ArgumentParser:
         force = command(action, f"hold a breaker {state} until reset, or for --ttl seconds (admin)")
         force.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail")
         force.add_argument("--ttl", type=_ttl, metavar="S", help="lift the force after S seconds")
+        force.add_argument("--create", action="store_true", help="create the breaker if no breaker has this name")
     reset = command("reset", "back to a fresh CLOSED: counts cleared, force lifted (admin)")
     reset.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail")
     watch = command("watch", "print each state change as it happens, until Ctrl-C", named=False)
     watch.add_argument("--count", type=_count(sys.maxsize), metavar="N", help="stop after N state changes")
     audit = command("audit", "admin actions (config, force, reset) on every breaker, newest first", named=False)
     audit.add_argument("--limit", type=_count(sys.maxsize), default=50, metavar="N", help="at most N (default 50)")
+    delete = command("delete", "remove a breaker and its history (admin)")
+    delete.add_argument("--reason", type=_reason, help="why, for the audit trail")
+    config = command("config", "a breaker's config; --set k=v merges fields into it (admin)")
+    config.add_argument(
+        "--set", type=_setting, action="append", metavar="K=V", help="a config field to change (repeatable)"
+    )
+    config.add_argument("--reason", type=_reason, help="why, for the audit trail (with --set)")
+    degradation = command("degradation", "the fleet's degradation mode; --set forces one, --lift lifts it", named=False)
+    change = degradation.add_mutually_exclusive_group()
+    change.add_argument("--set", type=_mode, metavar="MODE", help=f"force a mode (admin): {', '.join(MODES)}")
+    change.add_argument("--lift", action="store_true", help="lift a forced mode (admin)")
+    degradation.add_argument("--reason", type=_reason, help="why, for the audit trail (needed with --set)")
+    degradation.add_argument("--ttl", type=_ttl, metavar="S", help="lift the forced mode after S seconds")
     return parser
+
+
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Rules argparse cannot state; a breach is a usage error (exit 2)."""
+    if args.command == "degradation":
+        if args.set is not None and args.reason is None:
+            parser.error("degradation --set needs --reason")
+        if args.ttl is not None and args.set is None:
+            parser.error("degradation --ttl goes with --set")
+        if args.reason is not None and args.set is None and not args.lift:
+            parser.error("degradation --reason goes with --set or --lift")
+    if args.command == "config" and args.reason is not None and not args.set:
+        parser.error("config --reason goes with --set")

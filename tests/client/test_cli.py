@@ -15,6 +15,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+import breaker_client
 from breaker_client._cli import Exit, main, run
 from tests.client._harness import ADMIN_TOKEN, CLIENT_TOKEN, HOST, RecordingTransport, free_port_url
 
@@ -398,3 +399,137 @@ def test_ctrl_c_ends_watch_quietly_with_exit_0(capsys: pytest.CaptureFixture[str
 
     assert code == Exit.OK
     assert capsys.readouterr() == ("", "")
+
+
+# -- v1.1: --version, delete, config, degradation, force-open --create -----------------------------------------
+
+
+class UrlRecorder(httpx.AsyncBaseTransport):
+    """Sends through a real transport and keeps each request's full URL (query included)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.urls: list[httpx.URL] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(request.url)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_version_prints_the_client_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code = await run(["--version"])
+
+    assert (code, capsys.readouterr().out) == (Exit.OK, f"breakerctl {breaker_client.__version__}\n")
+
+
+async def test_delete_removes_the_breaker_with_a_reason(ctl: Ctl, service: ServiceHarness) -> None:
+    await create(service, "sms_agent", "openai")
+    recorder = UrlRecorder()
+
+    human = await ctl("delete", "sms_agent", "--reason", "decommissioned", transport=recorder)
+    machine = await ctl("delete", "openai", "--json")
+    again = await ctl("delete", "openai")
+
+    assert (human.code, human.out) == (Exit.OK, "deleted sms_agent\n")
+    assert recorder.urls[-1].params["reason"] == "decommissioned"
+    assert (machine.code, machine.json()) == (Exit.OK, {"name": "openai", "deleted": True})
+    assert (await service_json(service, "/breakers"))["breakers"] == []
+    assert again.code == Exit.SERVICE_ERROR
+    assert again.err.startswith("breakerctl: ORC_009 (HTTP 404): ")
+
+
+async def test_config_shows_the_breakers_config(ctl: Ctl, service: ServiceHarness) -> None:
+    await create(service, "supabase")
+
+    human = await ctl("config", "supabase")
+    machine = await ctl("config", "supabase", "--json")
+
+    assert human.code == machine.code == Exit.OK
+    rows = {row[0]: row[1] for row in human.rows()}
+    assert (rows["failure_threshold"], rows["open_timeout_s"], rows["window_s"]) == ("3", "30", "-")
+    assert machine.json() == (await service_json(service, "/breakers/supabase"))["config"]
+
+
+async def test_config_set_merges_fields_with_patch(ctl: Ctl, service: ServiceHarness) -> None:
+    await create(service, "supabase")
+    recorder = UrlRecorder()
+
+    result = await ctl(
+        "config", "supabase", "--set", "failure_threshold=7", "--set", "open_timeout_s=12.5", "--reason", "tune",
+        "--json", transport=recorder,
+    )  # fmt: skip
+
+    assert result.code == Exit.OK, result.err
+    assert (recorder.urls[-1].path, recorder.urls[-1].params["reason"]) == ("/breakers/supabase", "tune")
+    config = (await service_json(service, "/breakers/supabase"))["config"]
+    assert result.json() == config
+    assert (config["failure_threshold"], config["open_timeout_s"], config["success_threshold"]) == (7, 12.5, 1)
+
+
+async def test_config_set_of_an_unknown_field_is_orc_001_and_changes_nothing(ctl: Ctl, service: ServiceHarness) -> None:
+    await create(service, "supabase")
+    before = await service_json(service, "/breakers/supabase")
+
+    result = await ctl("config", "supabase", "--set", "nonsense=1")
+
+    assert result.code == Exit.SERVICE_ERROR
+    assert result.err.startswith("breakerctl: ORC_001 (HTTP 422): ")
+    assert await service_json(service, "/breakers/supabase") == before
+
+
+async def test_degradation_shows_forces_and_lifts_the_mode(ctl: Ctl) -> None:
+    shown = await ctl("degradation")
+    forced = await ctl("degradation", "--set", "emergency", "--reason", "drill", "--ttl", "600", "--json")
+    while_forced = await ctl("degradation")
+    lifted = await ctl("degradation", "--lift", "--json")
+
+    assert shown.code == forced.code == while_forced.code == lifted.code == Exit.OK
+    assert shown.out.splitlines()[0] == "mode:    NORMAL (derived from dependency health)"
+    assert (forced.json()["mode"], forced.json()["forced"], forced.json()["reason"]) == ("EMERGENCY", True, "drill")
+    assert while_forced.out.splitlines()[:2] == ["mode:    EMERGENCY (forced by an admin)", "reason:  drill"]
+    assert (lifted.json()["mode"], lifted.json()["forced"]) == ("NORMAL", False)
+
+
+async def test_a_client_token_may_not_force_a_degradation_mode(ctl: Ctl) -> None:
+    result = await ctl("degradation", "--set", "OFFLINE", "--reason", "r", token=CLIENT_TOKEN)
+
+    assert result.code == Exit.SERVICE_ERROR
+    assert result.err.startswith("breakerctl: ORC_008 (HTTP 403): ")
+
+
+async def test_force_open_create_asks_the_service_to_create(ctl: Ctl, service: ServiceHarness) -> None:
+    recorder = UrlRecorder()
+
+    result = await ctl("force-open", "brand_new", "--reason", "pre-emptive", "--create", "--json", transport=recorder)
+
+    assert result.code == Exit.OK, result.err
+    assert result.json() == await service_json(service, "/breakers/brand_new")
+    assert (await service.admin("POST", "/breakers/brand_new/acquire", {})).json()["allowed"] is False
+    assert (recorder.urls[-1].path, recorder.urls[-1].params["create"]) == ("/breakers/brand_new/force-open", "true")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["degradation", "--set", "EMERGENCY"],  # no --reason
+        ["degradation", "--set", "SIDEWAYS", "--reason", "r"],
+        ["degradation", "--set", "EMERGENCY", "--lift", "--reason", "r"],
+        ["degradation", "--ttl", "60"],
+        ["degradation", "--reason", "r"],
+        ["config", "supabase", "--set", "failure_threshold"],  # no =value
+        ["config", "supabase", "--reason", "r"],  # a reason without a change
+        ["delete"],
+        ["delete", "bad name!"],
+    ],
+)
+async def test_v11_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    transport = RecordingTransport()
+
+    code = await run(["--url", free_port_url(), *argv], transport=transport)
+
+    assert code == Exit.USAGE
+    assert "usage: breakerctl" in capsys.readouterr().err
+    assert transport.exchanges == []
