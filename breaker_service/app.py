@@ -22,7 +22,7 @@ from breaker_service.metrics import LatencyMiddleware, Metrics
 from breaker_service.middleware import BodyLimitMiddleware
 from breaker_service.monitor import HealthMonitor
 from breaker_service.responses import MsgspecResponse, error_body, error_response
-from breaker_service.routes import breakers, degradation, events, health, meta
+from breaker_service.routes import audit, breakers, degradation, events, health, meta
 from breaker_service.routes import queues as queue_routes
 from breaker_service.settings import Settings
 from breaker_service.store.breaker_memory import MemoryStore
@@ -72,6 +72,7 @@ def create_app(
             *meta.ROUTES,
             *queue_routes.ROUTES,
             *degradation.ROUTES,
+            *audit.ROUTES,
         ],
         middleware=[
             Middleware(RequestContextMiddleware),

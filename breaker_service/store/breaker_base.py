@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from breaker_service.events import StoreEvent
+    from breaker_service.store.audit import AuditEntry
     from breaker_service.store.status_base import StatusStore
 
 ConfigResolver = Callable[[str], BreakerConfig]
@@ -103,6 +104,10 @@ class BreakerStore(Protocol):
 
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
         """Transitions, newest first; `UnknownBreakerError` if absent."""
+        ...
+
+    async def audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        """Admin actions on breakers, newest first (every breaker, deleted ones included)."""
         ...
 
     async def window_totals(self, name: str, window_s: float) -> tuple[int, int, int]:

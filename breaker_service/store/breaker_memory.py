@@ -21,6 +21,7 @@ from breaker_client.protocol.models import (
 from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.events import StoreEvent
+from breaker_service.store.audit import AuditEntry, AuditLog
 from breaker_service.store.breaker_base import patched
 from breaker_service.store.status_memory import MemoryStatusStore
 from breaker_service.store.window import machine_window_totals
@@ -44,6 +45,7 @@ class MemoryStore:
         self._history: dict[str, deque[Transition]] = {}
         self._subscribers: set[asyncio.Queue[StoreEvent]] = set()
         self._status = MemoryStatusStore(clock=clock, publish=self._publish)
+        self._audit = AuditLog()
 
     @property
     def kind(self) -> str:
@@ -101,6 +103,7 @@ class MemoryStore:
             generation=machine.generation,
         )
         self._history[name].appendleft(audit)
+        self._audit.append(name, "configure", actor, audit.reason, now_ms / 1000)
         self._publish(StoreEvent(kind="config", data=snapshot))
         return snapshot
 
@@ -108,6 +111,7 @@ class MemoryStore:
         self._existing(name)
         del self._machines[name]
         del self._history[name]
+        self._audit.append(name, "delete", actor, reason, self._clock() / 1000)
         self._publish(StoreEvent(kind="deleted", data=Deleted(name=name)))
 
     async def acquire(self, name: str, *, lease: bool = False) -> Decision:
@@ -127,17 +131,22 @@ class MemoryStore:
         machine = self._get_or_create(name)
         now_ms = self._clock()
         self._emit(machine, machine.force(mode, reason, ttl_s, actor, now_ms), now_ms)
+        self._audit.append(name, f"force-{mode.value.lower()}", actor, reason, now_ms / 1000)
         return machine.view(now_ms)
 
     async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:
         machine = self._existing(name)
         now_ms = self._clock()
         self._emit(machine, machine.reset(reason, actor, now_ms), now_ms)
+        self._audit.append(name, "reset", actor, reason, now_ms / 1000)
         return machine.view(now_ms)
 
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
         self._existing(name)
         return list(self._history[name])[:limit]
+
+    async def audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        return self._audit.newest(limit)
 
     async def window_totals(self, name: str, window_s: float) -> tuple[int, int, int]:
         return machine_window_totals(self._existing(name), self._clock(), window_s)

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from breaker_client.protocol.models import BreakerConfig, ConfigPatch, Decision, Outcome, Snapshot, State, Transition
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.events import EVENTS_CHANNEL, StoreEvent, decode_event
+from breaker_service.store.audit import AuditEntry, entry_from_stream
 from breaker_service.store.connection_redis import confirmed, unavailable
 from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, history_key, state_key, window_key
 from breaker_service.store.scripts_redis import BreakerScripts, TransitionHook
@@ -166,6 +167,12 @@ class RedisStore:
         if not exists:
             raise UnknownBreakerError(f"no breaker named {name!r}")
         return [_TRANSITION.decode(fields[b"transition"]) for _, fields in entries]
+
+    async def audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        """The `brk:audit` stream, newest first."""
+        with unavailable():
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrevrange(AUDIT_KEY, count=limit)  # type: ignore[assignment]
+        return [entry_from_stream(entry_id, fields) for entry_id, fields in entries]
 
     async def window_totals(self, name: str, window_s: float) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the buckets of `brk:{name}:window` still inside the window (Redis time)."""

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from breaker_service.events import StoreEvent
+    from breaker_service.store.audit import AuditEntry
     from breaker_service.store.breaker_base import BreakerStore, ConfigResolver
     from breaker_service.store.status_base import StatusStore
 
@@ -175,6 +176,15 @@ class ResilientStore:
             raise StoreUnavailableError("the store is unreachable, and history lives only there")
         try:
             return await self._shared.history(name, limit=limit)
+        except StoreUnavailableError as exc:
+            self._enter_degraded(exc)
+            raise
+
+    async def audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        if self.degraded:
+            raise StoreUnavailableError("the store is unreachable, and the audit trail lives only there")
+        try:
+            return await self._shared.audit(limit=limit)
         except StoreUnavailableError as exc:
             self._enter_degraded(exc)
             raise
