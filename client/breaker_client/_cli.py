@@ -13,18 +13,15 @@ import asyncio
 import enum
 import os
 import sys
-import uuid
-from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
-import httpx
 import msgspec
 
 from breaker_client import _cli_admin as admin
 from breaker_client import _cli_render as render
 from breaker_client._cli_args import HISTORY_MAX, build_parser, check
-from breaker_client._correlation import CORRELATION_HEADER
+from breaker_client._cli_service import Service, decoded
 from breaker_client._errors import NotFoundError, ServiceError, TransportError, error_from_response
 from breaker_client._events import SSEParser
 from breaker_client.protocol.models import (
@@ -39,13 +36,12 @@ from breaker_client.protocol.models import (
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
+
+    import httpx
 
 __all__ = ["Exit", "main", "run"]
 
-T = TypeVar("T")
-
-TIMEOUT_S: Final = 10.0
 AUDIT_CONCURRENCY: Final = 8
 
 _LIST: Final = msgspec.json.Decoder(BreakerList)
@@ -66,81 +62,6 @@ class Exit(enum.IntEnum):
     """The reader of our output went away (`breakerctl watch | head -1`), as a process killed by SIGPIPE."""
 
 
-class _Service:
-    """The requests the CLI makes: transport failures become `TransportError`, error answers `ServiceError`s."""
-
-    def __init__(self, url: str, token: str | None, transport: httpx.AsyncBaseTransport | None) -> None:
-        headers = {CORRELATION_HEADER: uuid.uuid4().hex}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=TIMEOUT_S, transport=transport)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def get(self, path: str, decoder: msgspec.json.Decoder[T], **params: int) -> tuple[T, bytes]:
-        """The answer decoded, and as it came (for `--json`)."""
-        answer = await self._send(self._http.build_request("GET", path, params=params))
-        return _decoded(decoder, answer), answer
-
-    async def post(self, path: str, body: msgspec.Struct, decoder: msgspec.json.Decoder[T]) -> tuple[T, bytes]:
-        request = self._http.build_request(
-            "POST", path, content=JSON_ENCODER.encode(body), headers={"Content-Type": "application/json"}
-        )
-        answer = await self._send(request)
-        return _decoded(decoder, answer), answer
-
-    async def send(self, method: str, path: str, *, body: object = None, params: dict[str, str] | None = None) -> bytes:
-        """Any request; the answer's body as it came."""
-        content = None if body is None else JSON_ENCODER.encode(body)
-        headers = {} if body is None else {"Content-Type": "application/json"}
-        return await self._send(self._http.build_request(method, path, content=content, headers=headers, params=params))
-
-    @asynccontextmanager
-    async def lines(self, path: str) -> AsyncIterator[AsyncIterator[str]]:
-        """A streamed answer's lines; no read timeout, since an event stream may stay quiet for long."""
-        request = self._http.build_request(
-            "GET", path, headers={"Accept": "text/event-stream"}, timeout=httpx.Timeout(TIMEOUT_S, read=None)
-        )
-        with _translated():
-            response = await self._http.send(request, stream=True)
-        try:
-            if response.status_code >= 400:
-                with _translated():
-                    body = await response.aread()
-                raise error_from_response(response.status_code, body)
-            yield self._iter_lines(response)
-        finally:
-            await response.aclose()
-
-    async def _iter_lines(self, response: httpx.Response) -> AsyncIterator[str]:
-        with _translated():
-            async for line in response.aiter_lines():
-                yield line
-
-    async def _send(self, request: httpx.Request) -> bytes:
-        with _translated():
-            response = await self._http.send(request)
-        if response.status_code >= 400:
-            raise error_from_response(response.status_code, response.content)
-        return response.content
-
-
-def _decoded(decoder: msgspec.json.Decoder[T], body: bytes | str) -> T:
-    try:
-        return decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ServiceError(f"the answer is not the breaker API's: {exc}", status=200) from exc
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except httpx.HTTPError as exc:
-        raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
-
-
 def _path(name: str, action: str = "") -> str:
     return f"/breakers/{quote(name, safe='')}{action}"
 
@@ -154,36 +75,36 @@ def _emit(args: argparse.Namespace, raw: bytes, human: str, *, empty: str = "") 
         print(empty, file=sys.stderr)
 
 
-async def _list(service: _Service, args: argparse.Namespace) -> None:
+async def _list(service: Service, args: argparse.Namespace) -> None:
     listing, raw = await service.get("/breakers", _LIST)
     _emit(args, raw, render.snapshots_table(listing.breakers) if listing.breakers else "", empty="no breakers")
 
 
-async def _show(service: _Service, args: argparse.Namespace) -> None:
+async def _show(service: Service, args: argparse.Namespace) -> None:
     snapshot, raw = await service.get(_path(args.name), _SNAPSHOT)
     _emit(args, raw, render.show_snapshot(snapshot))
 
 
-async def _history(service: _Service, args: argparse.Namespace) -> None:
+async def _history(service: Service, args: argparse.Namespace) -> None:
     params = {} if args.limit is None else {"limit": args.limit}
     history, raw = await service.get(_path(args.name, "/history"), _HISTORY, **params)
     transitions = history.transitions
     _emit(args, raw, render.history_table(transitions) if transitions else "", empty="no transitions")
 
 
-async def _force(service: _Service, args: argparse.Namespace) -> None:
+async def _force(service: Service, args: argparse.Namespace) -> None:
     body = ForceRequest(reason=args.reason, ttl_s=args.ttl)
     action = f"/{args.command}?create=true" if args.create else f"/{args.command}"
     snapshot, raw = await service.post(_path(args.name, action), body, _SNAPSHOT)
     _emit(args, raw, render.snapshots_table([snapshot]))
 
 
-async def _reset(service: _Service, args: argparse.Namespace) -> None:
+async def _reset(service: Service, args: argparse.Namespace) -> None:
     snapshot, raw = await service.post(_path(args.name, "/reset"), ResetRequest(reason=args.reason), _SNAPSHOT)
     _emit(args, raw, render.snapshots_table([snapshot]))
 
 
-async def _audit(service: _Service, args: argparse.Namespace) -> None:
+async def _audit(service: Service, args: argparse.Namespace) -> None:
     """v1 has no audit route: every breaker's history, kept where an admin token acted, newest first."""
     listing, _ = await service.get("/breakers", _LIST)
     gate = asyncio.Semaphore(AUDIT_CONCURRENCY)
@@ -209,7 +130,7 @@ async def _audit(service: _Service, args: argparse.Namespace) -> None:
     _emit(args, raw, render.history_table(actions, with_name=True) if actions else "", empty="no admin actions")
 
 
-async def _watch(service: _Service, args: argparse.Namespace) -> None:
+async def _watch(service: Service, args: argparse.Namespace) -> None:
     seen = 0
     async with service.lines("/events") as lines:
         parser = SSEParser()
@@ -222,7 +143,7 @@ async def _watch(service: _Service, args: argparse.Namespace) -> None:
             elif event.event == "error":
                 raise error_from_response(503, event.data.encode())
             elif event.event == "state":
-                transition = _decoded(_TRANSITION, event.data)
+                transition = decoded(_TRANSITION, event.data)
                 print(event.data if args.json else render.transition_line(transition), flush=True)
                 seen += 1
                 if args.count is not None and seen >= args.count:
@@ -230,7 +151,7 @@ async def _watch(service: _Service, args: argparse.Namespace) -> None:
     raise TransportError("the service closed the event stream")
 
 
-COMMANDS: Final[dict[str, Callable[[_Service, argparse.Namespace], Awaitable[None]]]] = {
+COMMANDS: Final[dict[str, Callable[[Service, argparse.Namespace], Awaitable[None]]]] = {
     "list": _list,
     "show": _show,
     "history": _history,
@@ -246,7 +167,7 @@ COMMANDS: Final[dict[str, Callable[[_Service, argparse.Namespace], Awaitable[Non
 
 
 async def _execute(args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None) -> int:
-    service = _Service(args.url, args.token, transport)
+    service = Service(args.url, args.token, transport)
     try:
         await COMMANDS[args.command](service, args)
     except TransportError as exc:

@@ -1,12 +1,12 @@
 """`breakerctl`'s v1.1 admin commands: `delete`, `config` and `degradation`.
 
-Each takes the CLI's request helper (`Requests`) and the parsed arguments; the service's errors and transport
-failures propagate to `_cli._execute`, which turns them into exit codes.
+Each takes the CLI's `Service` and the parsed arguments; the service's errors and transport failures propagate to
+`_cli._execute`, which turns them into exit codes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 import msgspec
@@ -17,18 +17,12 @@ from breaker_client.protocol.models import JSON_ENCODER, Snapshot
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["Requests", "config", "degradation", "delete"]
+    from breaker_client._cli_service import Service
+
+__all__ = ["config", "degradation", "delete"]
 
 _SNAPSHOT: Final = msgspec.json.Decoder(Snapshot)
 _OBJECT: Final = msgspec.json.Decoder(dict[str, Any])
-
-
-class Requests(Protocol):
-    """What these commands need from `_cli._Service`: one request, answered with its body (b"" for 204)."""
-
-    async def send(
-        self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None
-    ) -> bytes: ...
 
 
 def _path(name: str) -> str:
@@ -43,14 +37,14 @@ def _print(args: argparse.Namespace, raw: bytes, human: str) -> None:
     print(raw.decode() if args.json else human)
 
 
-async def delete(service: Requests, args: argparse.Namespace) -> None:
+async def delete(service: Service, args: argparse.Namespace) -> None:
     """`delete NAME [--reason R]`: the service answers 204; --json prints `{"name", "deleted": true}`."""
     await service.send("DELETE", _path(args.name), params=_reason(args))
     raw = JSON_ENCODER.encode({"name": args.name, "deleted": True})
     _print(args, raw, f"deleted {args.name}")
 
 
-async def config(service: Requests, args: argparse.Namespace) -> None:
+async def config(service: Service, args: argparse.Namespace) -> None:
     """`config NAME`: the breaker's config; with `--set k=v ...`, merge those fields in (PATCH) and show the result."""
     if args.set:
         fields = dict(args.set)
@@ -74,7 +68,7 @@ def _value(value: object) -> str:
     return JSON_ENCODER.encode(value).decode() if not isinstance(value, str | int) else str(value)
 
 
-async def degradation(service: Requests, args: argparse.Namespace) -> None:
+async def degradation(service: Service, args: argparse.Namespace) -> None:
     """`degradation`: the fleet's mode; `--set MODE --reason R [--ttl S]` forces one, `--lift` lifts the force."""
     if args.set is not None:
         body: dict[str, Any] = {"mode": args.set, "reason": args.reason, "ttl_s": args.ttl}

@@ -1,0 +1,99 @@
+"""`breakerctl`'s requests to the service: transport failures become `TransportError`, error answers
+`ServiceError`s, answers are decoded where they arrive."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import httpx
+import msgspec
+
+from breaker_client._correlation import CORRELATION_HEADER
+from breaker_client._errors import ServiceError, TransportError, error_from_response
+from breaker_client.protocol.models import JSON_ENCODER
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+__all__ = ["TIMEOUT_S", "Service", "decoded", "translated"]
+
+T = TypeVar("T")
+
+TIMEOUT_S: Final = 10.0
+
+
+class Service:
+    """The requests the CLI makes: transport failures become `TransportError`, error answers `ServiceError`s."""
+
+    def __init__(self, url: str, token: str | None, transport: httpx.AsyncBaseTransport | None) -> None:
+        headers = {CORRELATION_HEADER: uuid.uuid4().hex}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=TIMEOUT_S, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get(self, path: str, decoder: msgspec.json.Decoder[T], **params: int) -> tuple[T, bytes]:
+        """The answer decoded, and as it came (for `--json`)."""
+        answer = await self._send(self._http.build_request("GET", path, params=params))
+        return decoded(decoder, answer), answer
+
+    async def post(self, path: str, body: msgspec.Struct, decoder: msgspec.json.Decoder[T]) -> tuple[T, bytes]:
+        request = self._http.build_request(
+            "POST", path, content=JSON_ENCODER.encode(body), headers={"Content-Type": "application/json"}
+        )
+        answer = await self._send(request)
+        return decoded(decoder, answer), answer
+
+    async def send(self, method: str, path: str, *, body: object = None, params: dict[str, str] | None = None) -> bytes:
+        """Any request; the answer's body as it came."""
+        content = None if body is None else JSON_ENCODER.encode(body)
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        return await self._send(self._http.build_request(method, path, content=content, headers=headers, params=params))
+
+    @asynccontextmanager
+    async def lines(self, path: str) -> AsyncIterator[AsyncIterator[str]]:
+        """A streamed answer's lines; no read timeout, since an event stream may stay quiet for long."""
+        request = self._http.build_request(
+            "GET", path, headers={"Accept": "text/event-stream"}, timeout=httpx.Timeout(TIMEOUT_S, read=None)
+        )
+        with translated():
+            response = await self._http.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                with translated():
+                    body = await response.aread()
+                raise error_from_response(response.status_code, body)
+            yield self._iter_lines(response)
+        finally:
+            await response.aclose()
+
+    async def _iter_lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        with translated():
+            async for line in response.aiter_lines():
+                yield line
+
+    async def _send(self, request: httpx.Request) -> bytes:
+        with translated():
+            response = await self._http.send(request)
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.content)
+        return response.content
+
+
+def decoded(decoder: msgspec.json.Decoder[T], body: bytes | str) -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ServiceError(f"the answer is not the breaker API's: {exc}", status=200) from exc
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
