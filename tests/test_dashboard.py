@@ -12,6 +12,7 @@ Needs /usr/bin/chromium (`apt-get install chromium`); without it the test fails 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from typing import TYPE_CHECKING, Any, Final
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     import redis.asyncio
-    from playwright.async_api import Browser, Page
+    from playwright.async_api import Browser, Page, Route
 
     from tests.fixtures.service import ServiceFactory, ServiceProcess
 
@@ -172,3 +173,44 @@ async def open_on_each(one: httpx.AsyncClient, two: httpx.AsyncClient, name: str
 
     await wait_until(both_open, f"{name} to be OPEN on both replicas", interval_s=0.005)
     return [seen[0], seen[1]]
+
+
+def sse(kind: str, data: object) -> str:
+    return f"event: {kind}\nid: 1-0\ndata: {json.dumps(data)}\n\n"
+
+
+async def test_the_dashboard_reads_paged_snapshots_and_ignores_unknown_event_kinds(
+    browser: Browser, service_factory: ServiceFactory
+) -> None:
+    """A stream from a newer service: the opening snapshot in pages, kinds this page does not know, a keepalive."""
+    service = service_factory(None)
+    async with httpx.AsyncClient(base_url=service.url, headers=CLIENT_HEADERS) as client:
+        listing = (await client.get("/breakers")).json()["breakers"]
+    first, second = listing[0], listing[1]
+    tripped = {**second, "state": "OPEN", "generation": second["generation"] + 1, "opened_at": time.time()}
+    stream = (
+        sse("snapshot", {"breakers": [first], "more": True})
+        + sse("telemetry", {"anything": ["a", "new", "kind"]})
+        + ": keepalive\n\n"
+        + sse("snapshot", {"breakers": [second], "more": False})
+        + sse("breaker", tripped)
+    )
+    page = await browser.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    async def canned(route: Route) -> None:
+        await route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=stream)
+
+    await page.route("**/events", canned)
+    await page.goto(service.url + "/")
+    await sign_in(page, CLIENT_TOKEN)
+
+    rows = page.locator("#rows tr")
+    await expect(page.locator(f'tr[data-breaker="{second["name"]}"] [data-role="state"]')).to_have_text("OPEN")
+    await expect(rows).to_have_count(2)  # the snapshot's pages are the whole list: the others are not shown
+    await expect(page.locator(f'tr[data-breaker="{first["name"]}"] [data-role="state"]')).to_have_text("CLOSED")
+    await shot(page, "5-paged-snapshot")
+    await page.close()
+    assert errors == []
