@@ -115,6 +115,7 @@ async def test_the_dashboard_follows_live_and_force_opens_on_every_replica(
         await expect(page.locator("#live-text")).to_have_text("live")
         await expect(page.locator("#store-text")).to_have_text("redis ok")
         await expect(page.locator("#mode-text")).to_have_text("NORMAL")
+        await expect(page.locator("#audit tr").first).to_contain_text("configure")  # the PUTs above
         await shot(page, "1-signed-in")
 
         # Tripped through the API on the other replica: the page turns it OPEN without a reload.
