@@ -140,10 +140,13 @@ def _decision(raw: Any) -> Decision | None:
 
 
 def made_transitions(raw: Any) -> list[tuple[State, State]]:
-    """The `made` element that ends a list reply: [(from, to), ...]."""
-    if not isinstance(raw, list) or not raw or not isinstance(raw[-1], bytes) or not raw[-1]:
+    """The `made` element that ends a snapshot or decision reply: [(from, to), ...]; [] for any other reply."""
+    if not isinstance(raw, list) or not raw or not isinstance(raw[-1], bytes):
         return []
-    return [(_STATES[a], _STATES[b]) for a, _, b in (pair.partition(b">") for pair in raw[-1].split(b","))]
+    pairs = [pair.partition(b">") for pair in raw[-1].split(b",")] if raw[-1] else []
+    if not all(a in _STATES and b in _STATES for a, _, b in pairs):
+        return []
+    return [(_STATES[a], _STATES[b]) for a, _, b in pairs]
 
 
 def _optional(value: str | None) -> str:
