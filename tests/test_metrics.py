@@ -12,6 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from breaker_client.protocol.models import State
+from breaker_service.store.scripts_redis import made_transitions
 from breaker_service.store.window import bucket_ms, window_totals
 from tests._waiting import wait_until
 from tests.fixtures.app import ADMIN, CLIENT
@@ -210,3 +212,15 @@ def test_window_totals_drop_buckets_that_left_the_window() -> None:
     now_ms = 1_000 * width + width // 2
     counters = {"1000:c": 4, "1000:f": 1, "995:c": 2, "995:s": 2, "990:c": 7, "990:f": 7, "junk": 3}
     assert window_totals(counters, now_ms, 10.0) == (6, 1, 2)
+
+
+def test_made_transitions_reads_only_a_well_formed_made_element() -> None:
+    tail = [b"CLOSED", b"", 3]
+    assert made_transitions([*tail, b"CLOSED>OPEN,OPEN>HALF_OPEN"]) == [
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+    ]
+    assert made_transitions([*tail, b""]) == []
+    assert made_transitions([*tail, b'{"failure_threshold": 5}']) == []
+    assert made_transitions([*tail, 7]) == []
+    assert made_transitions(1) == []
