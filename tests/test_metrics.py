@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     import redis.asyncio
 
+    from tests.fixtures.redis_server import RedisServerFactory
     from tests.fixtures.service import ServiceFactory, ServiceProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -224,3 +225,20 @@ def test_made_transitions_reads_only_a_well_formed_made_element() -> None:
     assert made_transitions([*tail, b'{"failure_threshold": 5}']) == []
     assert made_transitions([*tail, 7]) == []
     assert made_transitions(1) == []
+
+
+async def test_a_replica_that_loses_its_store_still_answers_the_scrape_with_store_up_0(
+    service_factory: ServiceFactory, redis_server_factory: RedisServerFactory
+) -> None:
+    """What BreakerStoreUnreachable fires on: the scrape still answers, from a replica whose Redis hangs."""
+    redis_server = redis_server_factory()
+    service = service_factory(redis_server.url)
+    async with httpx.AsyncClient(base_url=service.url, headers=CLIENT_HEADERS, timeout=30.0) as client:
+        assert value(await scrape(client), "breaker_store_up") == 1
+        redis_server.pause()
+        try:
+            samples = await scrape(client)
+        finally:
+            redis_server.resume()
+    assert value(samples, "breaker_store_up") == 0
+    assert value(samples, "process_cpu_seconds_total") > 0
