@@ -235,3 +235,12 @@ async def test_a_real_prometheus_scrapes_both_replicas(replicas: list[ServicePro
         "BreakerDegradationNotNormal",
     }
     assert {rule["health"] for rule in rules} == {"ok"}
+
+    # Every Grafana panel's query is valid PromQL that Prometheus runs (the breaker variable set to "All").
+    for expression in dashboard_expressions():
+        response = await api.get("/api/v1/query", params={"query": expression.replace("$breaker", ".*")})
+        assert response.status_code == 200, f"{expression}: {response.text}"
+    opened = await query(
+        api, 'max by (breaker) (breaker_state{state="HALF_OPEN"}) + 2 * max by (breaker) (breaker_state{state="OPEN"})'
+    )
+    assert {sample["metric"]["breaker"]: float(sample["value"][1]) for sample in opened}["payments"] == 2
