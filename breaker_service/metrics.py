@@ -115,6 +115,11 @@ class Metrics:
     async def scrape(self, store: BreakerStore, monitor: HealthMonitor | None) -> bytes:
         """The Prometheus text exposition: this replica's metrics, then the gauges read from the store now."""
         reading = await _read_fleet(store, monitor)
+        for snapshot in reading.snapshots:
+            # Trips start at 0, not absent: increase() cannot see the first step of a series it never saw at 0,
+            # and the flapping alert counts trips.
+            for from_state in (State.CLOSED, State.HALF_OPEN):
+                self.transitions.labels(snapshot.name, from_state, State.OPEN)
         return generate_latest(self.registry) + generate_latest(_FleetCollector(reading))
 
 

@@ -91,6 +91,8 @@ async def test_state_gauges_are_the_same_on_both_replicas_and_follow_a_trip(pair
     await put(first, "payments", {"failure_threshold": 2, "open_timeout_s": 600})
     before = await scrape(second)
     assert [value(before, "breaker_state", breaker="payments", state=s) for s in STATES] == [1.0, 0.0, 0.0]
+    trip = {"breaker": "payments", "from_state": "CLOSED", "to_state": "OPEN"}
+    assert ("breaker_transitions_total", frozenset(trip.items())) in before  # at 0, so increase() sees the first
 
     await record(second, "payments", "failure")
     await record(second, "payments", "failure")
