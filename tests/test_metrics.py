@@ -244,3 +244,15 @@ async def test_a_replica_that_loses_its_store_still_answers_the_scrape_with_stor
             redis_server.resume()
     assert value(samples, "breaker_store_up") == 0
     assert value(samples, "process_cpu_seconds_total") > 0
+
+
+async def test_refusals_reported_by_clients_count_as_rejected_calls(pair: list[httpx.AsyncClient]) -> None:
+    first, second = pair
+    await put(first, "mailer", {"failure_threshold": 5})
+    await record(first, "mailer", "rejected", count=4)
+    await record(second, "mailer", "rejected", count=6)
+    one, two = await scrape(first), await scrape(second)
+    assert value(one, "breaker_calls_total", breaker="mailer", kind="rejected") == 4
+    fleet = sum(value(s, "breaker_calls_total", breaker="mailer", kind="rejected") for s in (one, two))
+    assert fleet == 10
+    assert [value(two, "breaker_state", breaker="mailer", state=s) for s in STATES] == [1.0, 0.0, 0.0]
