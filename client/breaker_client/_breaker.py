@@ -8,11 +8,10 @@ import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, cast
 
-import structlog
-
 from breaker_client._admission import Route
 from breaker_client._correlation import CorrelationScope, correlation_id
 from breaker_client._errors import CircuitOpenError
+from breaker_client._logging import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -28,7 +27,7 @@ __all__ = ["NO_FALLBACK", "Breaker"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_log = structlog.get_logger("breaker_client")
+_log = get_logger()
 
 
 class _NoFallback:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import msgspec
-import structlog
 
 from breaker_client._errors import ClientError
+from breaker_client._logging import get_logger
 from breaker_client.protocol.models import BreakerList, Deleted, FailureSignal, Snapshot, Transition
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventStream", "SSEParser", "ServerSentEvent"]
 
-_log = structlog.get_logger("breaker_client")
+_log = get_logger()
 
 
 _SNAPSHOT_LIST: Final = msgspec.json.Decoder(BreakerList)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import structlog
-
 from breaker_client._correlation import current_correlation_id
+from breaker_client._logging import get_logger
 from breaker_client.protocol.machine import BreakerMachine, Event
 from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, State, Transition
 
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalBreakers"]
 
-_log = structlog.get_logger("breaker_client")
+_log = get_logger()
 
 
 class LocalBreakers:

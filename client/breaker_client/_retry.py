@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httpx
-import structlog
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    Retrying,
     retry_if_exception,
     retry_if_result,
     stop_after_attempt,
@@ -23,16 +23,20 @@ from tenacity.wait import wait_base
 from breaker_client._correlation import correlation_id
 from breaker_client._errors import CircuitOpenError
 from breaker_client._errors import TransportError as ServiceTransportError
+from breaker_client._logging import get_logger
+from breaker_client._responses import describe_outcome, response_of, status_of, transient_errors
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from breaker_client._models import RetryConfig
 
 __all__ = ["RetryPolicy", "is_retryable_exception", "is_retryable_status", "parse_retry_after", "retry_after_of"]
 
 T = TypeVar("T")
 A = TypeVar("A")
 
-_log = structlog.get_logger("breaker_client")
+_log = get_logger()
 
 _RETRYABLE_EXCEPTIONS = (
     TimeoutError,
@@ -53,9 +57,10 @@ def is_retryable_exception(exc: BaseException) -> bool:
     """Timeouts, connection errors and 5xx/429 status errors; never an open circuit."""
     if isinstance(exc, CircuitOpenError):
         return False
-    if isinstance(exc, httpx.HTTPStatusError):
-        return is_retryable_status(exc.response.status_code)
-    return isinstance(exc, _RETRYABLE_EXCEPTIONS)
+    response = response_of(exc)
+    if response is not None:
+        return is_retryable_status(response.status_code)
+    return isinstance(exc, (*_RETRYABLE_EXCEPTIONS, *transient_errors()))
 
 
 def parse_retry_after(value: str, *, now: datetime | None = None) -> float | None:
@@ -75,9 +80,9 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
 
 
 def retry_after_of(outcome: object) -> float | None:
-    """The `Retry-After` of a response, or of the response inside an `httpx.HTTPStatusError`."""
-    response = outcome.response if isinstance(outcome, httpx.HTTPStatusError) else outcome
-    if not isinstance(response, httpx.Response):
+    """The `Retry-After` of a response, or of the response inside a status error (`httpx.HTTPStatusError`)."""
+    response = response_of(outcome)
+    if response is None:
         return None
     header = response.headers.get("Retry-After")
     return None if header is None else parse_retry_after(header)
@@ -131,16 +136,35 @@ class RetryPolicy:
 
     def is_retryable_result(self, result: object) -> bool:
         """A 5xx or 429 response, unless its `Retry-After` asks for longer than `max_s`."""
-        if not isinstance(result, httpx.Response) or not is_retryable_status(result.status_code):
+        status = status_of(result)
+        if status is None or not is_retryable_status(status):
             return False
         retry_after = retry_after_of(result)
         return retry_after is None or retry_after <= self.max_s
 
+    @classmethod
+    def from_config(cls, config: RetryConfig) -> RetryPolicy:
+        """The policy of a breaker's `retry` config on the service (`timeout_s` keeps its default)."""
+        return cls(
+            attempts=config.attempts,
+            base_s=config.base_s,
+            multiplier=config.multiplier,
+            max_s=config.max_s,
+            jitter=config.jitter,
+        )
+
     def retrying(self, *, breaker: str) -> AsyncRetrying:
         """The tenacity controller for one protected call."""
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.attempts),
-            wait=_RetryAfterFloor(
+        return AsyncRetrying(**self._controller(breaker))
+
+    def retrying_sync(self, *, breaker: str) -> Retrying:
+        """The tenacity controller for one protected call of plain (blocking) code."""
+        return Retrying(**self._controller(breaker))
+
+    def _controller(self, breaker: str) -> dict[str, Any]:
+        return {
+            "stop": stop_after_attempt(self.attempts),
+            "wait": _RetryAfterFloor(
                 wait_exponential_jitter(
                     multiplier=self.base_s,
                     exp_base=self.multiplier,
@@ -148,11 +172,11 @@ class RetryPolicy:
                     jitter=self.base_s if self.jitter else 0,
                 )
             ),
-            retry=retry_if_exception(self._is_retryable_exception) | retry_if_result(self.is_retryable_result),
-            before_sleep=_log_retry(breaker),
-            retry_error_callback=_last_outcome,
-            reraise=True,
-        )
+            "retry": retry_if_exception(self._is_retryable_exception) | retry_if_result(self.is_retryable_result),
+            "before_sleep": _log_retry(breaker),
+            "retry_error_callback": _last_outcome,
+            "reraise": True,
+        }
 
     def _is_retryable_exception(self, exc: BaseException) -> bool:
         if not is_retryable_exception(exc):
@@ -199,6 +223,40 @@ class RetryPolicy:
                 controller.retry_state.set_result(result)
         return result
 
+    def run_sync(self, attempt: Callable[[A], T], argument: A, *, breaker: str) -> T:
+        """`run` for plain code: the waits block the calling thread. `timeout_s` is not applied (a thread cannot
+        be interrupted): bound the call itself, e.g. with the HTTP client's timeout."""
+        first: T | None = None
+        try:
+            first = attempt(argument)
+        except Exception as exc:
+            if self.attempts == 1 or not self._is_retryable_exception(exc):
+                raise
+            failure: Exception | None = exc
+        else:
+            if self.attempts == 1 or not self.is_retryable_result(first):
+                return first
+            failure = None
+        replayed = False
+
+        def again() -> T:
+            nonlocal replayed
+            if replayed:
+                return attempt(argument)
+            replayed = True
+            if failure is not None:
+                raise failure
+            return cast("T", first)
+
+        result: T
+        for controller in self.retrying_sync(breaker=breaker):
+            with controller:
+                result = again()
+            outcome = controller.retry_state.outcome
+            if outcome is not None and not outcome.failed:
+                controller.retry_state.set_result(result)
+        return result
+
 
 def _log_retry(breaker: str) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
@@ -209,8 +267,7 @@ def _log_retry(breaker: str) -> Callable[[RetryCallState], None]:
             correlation_id=correlation_id(),
             attempt=state.attempt_number,
             delay_s=state.upcoming_sleep,
-            error=repr(value) if isinstance(value, BaseException) else None,
-            status=value.status_code if isinstance(value, httpx.Response) else None,
+            outcome=describe_outcome(value),
         )
 
     return before_sleep

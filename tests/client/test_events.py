@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
-from structlog.testing import capture_logs
 
 from breaker_client import BreakerClient, State, Transition
 from breaker_client._events import ServerSentEvent, SSEParser
 from breaker_client.protocol.models import BreakerList, FailureSignal
 from tests.client._fake import FakeService, snapshot, sse
+from tests.client._logs import capture_client_logs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -58,7 +58,7 @@ async def test_malformed_events_are_skipped_and_the_stream_goes_on(
         sse("failures", FailureSignal(name="payments", consecutive_failures=2, generation=1)),
     ]
 
-    with capture_logs() as logs:
+    with capture_client_logs() as logs:
         client.start()
         await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.consecutive_failures == 2)
 
