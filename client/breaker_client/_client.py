@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -11,8 +12,8 @@ from breaker_client._breaker import NO_FALLBACK, Breaker
 from breaker_client._deadlines import Deadlines
 from breaker_client._events import EventStream
 from breaker_client._failure import FailurePolicy
+from breaker_client._policies import configured_policy
 from breaker_client._queue import WorkQueue
-from breaker_client._retry import RetryPolicy
 from breaker_client._service import ServiceConnection
 from breaker_client._views import BreakerView, Views
 from breaker_client.protocol.models import BreakerConfig, is_valid_name
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     import httpx
+
+    from breaker_client._retry import RetryPolicy
 
 __all__ = ["BreakerClient"]
 
@@ -126,13 +129,15 @@ class BreakerClient:
         fallback: object = NO_FALLBACK,
         failure: FailurePolicy | None = None,
     ) -> Breaker:
-        """The breaker `name`, with its retry policy (default `RetryPolicy()`), fallback and failure rules."""
+        """The breaker `name`, with its retry policy (None: the breaker's `retry` config on the service, else
+        `RetryPolicy()`), fallback and failure rules."""
         if not is_valid_name(name):
             raise ValueError(f"invalid breaker name {name!r}")
         return Breaker(
             self._admission,
             name,
-            retry=retry or RetryPolicy(),
+            retry=retry,
+            policy=functools.partial(configured_policy, self._views),
             fallback=fallback,
             failure=failure or FailurePolicy(),
             deadlines=self._deadlines,

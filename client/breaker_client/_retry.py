@@ -29,7 +29,7 @@ from breaker_client._responses import describe_outcome, response_of, status_of, 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from breaker_client._models import RetryConfig
+    from breaker_client.protocol.models import RetryConfig
 
 __all__ = ["RetryPolicy", "is_retryable_exception", "is_retryable_status", "parse_retry_after", "retry_after_of"]
 
