@@ -20,12 +20,12 @@ from urllib.parse import quote
 
 import httpx
 import msgspec
+from httpx_sse import EventSource, SSEError
 
 from breaker_client import _cli_render as render
 from breaker_client._cli_args import HISTORY_MAX, build_parser
 from breaker_client._correlation import CORRELATION_HEADER
 from breaker_client._errors import NotFoundError, ServiceError, TransportError, error_from_response
-from breaker_client._events import SSEParser
 from breaker_client.protocol.models import (
     JSON_ENCODER,
     BreakerList,
@@ -39,6 +39,8 @@ from breaker_client.protocol.models import (
 if TYPE_CHECKING:
     import argparse
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+
+    from httpx_sse import ServerSentEvent
 
 __all__ = ["Exit", "main", "run"]
 
@@ -90,8 +92,8 @@ class _Service:
         return _decoded(decoder, answer), answer
 
     @asynccontextmanager
-    async def lines(self, path: str) -> AsyncIterator[AsyncIterator[str]]:
-        """A streamed answer's lines; no read timeout, since an event stream may stay quiet for long."""
+    async def events(self, path: str) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """A streamed answer's events (httpx-sse); no read timeout, since an event stream may stay quiet for long."""
         request = self._http.build_request(
             "GET", path, headers={"Accept": "text/event-stream"}, timeout=httpx.Timeout(TIMEOUT_S, read=None)
         )
@@ -102,14 +104,14 @@ class _Service:
                 with _translated():
                     body = await response.aread()
                 raise error_from_response(response.status_code, body)
-            yield self._iter_lines(response)
+            yield self._iter_events(response)
         finally:
             await response.aclose()
 
-    async def _iter_lines(self, response: httpx.Response) -> AsyncIterator[str]:
+    async def _iter_events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
         with _translated():
-            async for line in response.aiter_lines():
-                yield line
+            async for event in EventSource(response).aiter_sse():
+                yield event
 
     async def _send(self, request: httpx.Request) -> bytes:
         with _translated():
@@ -132,6 +134,8 @@ def _translated() -> Iterator[None]:
         yield
     except httpx.HTTPError as exc:
         raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+    except SSEError as exc:
+        raise ServiceError(f"the service answered no event stream: {exc}", status=200) from exc
 
 
 def _path(name: str, action: str = "") -> str:
@@ -203,12 +207,8 @@ async def _audit(service: _Service, args: argparse.Namespace) -> None:
 
 async def _watch(service: _Service, args: argparse.Namespace) -> None:
     seen = 0
-    async with service.lines("/events") as lines:
-        parser = SSEParser()
-        async for line in lines:
-            event = parser.feed(line)
-            if event is None:
-                continue
+    async with service.events("/events") as events:
+        async for event in events:
             if event.event == "snapshot" and not args.json:
                 print(f"watching {args.url} for state changes (Ctrl-C to stop)", file=sys.stderr, flush=True)
             elif event.event == "error":

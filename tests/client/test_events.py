@@ -1,4 +1,4 @@
-"""The event stream: SSE parsing, malformed events, and the views it keeps."""
+"""The event stream (parsed by httpx-sse): malformed events, and the views it keeps."""
 
 from __future__ import annotations
 
@@ -8,33 +8,12 @@ import msgspec
 import pytest
 
 from breaker_client import BreakerClient, State, Transition
-from breaker_client._events import ServerSentEvent, SSEParser
 from breaker_client.protocol.models import BreakerList, FailureSignal
 from tests.client._fake import FakeService, snapshot, sse
 from tests.client._logs import capture_client_logs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-
-def parse(lines: list[str]) -> list[ServerSentEvent]:
-    parser = SSEParser()
-    return [event for line in lines if (event := parser.feed(line)) is not None]
-
-
-def test_parser_joins_data_lines_and_keeps_the_last_id() -> None:
-    events = parse(["id: 7", "event: state", "data: {", 'data: "a": 1}', "", ": keepalive", "", "data: x", ""])
-
-    assert events == [
-        ServerSentEvent(event="state", data='{\n"a": 1}', id="7"),
-        ServerSentEvent(event="message", data="x", id="7"),
-    ]
-
-
-def test_parser_ignores_comments_unknown_fields_and_empty_events() -> None:
-    events = parse([": hello", "retry: 100", "weird", "event: state", "", "data:no-space", ""])
-
-    assert events == [ServerSentEvent(event="message", data="no-space", id=None)]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from breaker_client import CircuitOpenError, FailurePolicy, RetryPolicy, parse_r
 from tests.client._logs import capture_client_logs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, MutableMapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 TINY = RetryPolicy(attempts=4, base_s=0.001, multiplier=2.0, max_s=1.0, jitter=False, timeout_s=5.0)
 
@@ -40,7 +40,7 @@ class Dependency:
         return (await self.get()).raise_for_status()
 
 
-def retry_waits(logs: list[MutableMapping[str, Any]]) -> list[float]:
+def retry_waits(logs: Sequence[Mapping[str, Any]]) -> list[float]:
     return [entry["delay_s"] for entry in logs if entry["event"] == "breaker.retry"]
 
 
