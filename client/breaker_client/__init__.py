@@ -27,15 +27,18 @@ from breaker_client._errors import (
 from breaker_client._failure import FailurePolicy, default_failure_status
 from breaker_client._queue import ClaimedJob, DrainReport, Enqueued, Nacked, QueueStats, WorkQueue
 from breaker_client._retry import RetryPolicy, parse_retry_after
-from breaker_client._transport import BreakerTransport, host_breaker_name
+from breaker_client._transitions import StateChange
+from breaker_client._transport import IDEMPOTENCY_HEADER, IDEMPOTENT_METHODS, BreakerTransport, host_breaker_name
 from breaker_client._views import BreakerView
 from breaker_client.protocol.catalogue import ErrorCode
-from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
+from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, RetryConfig, Snapshot, State, Transition
 
 __version__ = "0.2.0"
 
 __all__ = [
     "CORRELATION_HEADER",
+    "IDEMPOTENCY_HEADER",
+    "IDEMPOTENT_METHODS",
     "NO_FALLBACK",
     "AuthenticationError",
     "Breaker",
@@ -60,11 +63,13 @@ __all__ = [
     "Outcome",
     "PayloadTooLargeError",
     "QueueStats",
+    "RetryConfig",
     "RetryPolicy",
     "ServiceError",
     "ServiceUnavailableError",
     "Snapshot",
     "State",
+    "StateChange",
     "Transition",
     "TransportError",
     "ValidationError",

@@ -27,6 +27,8 @@ class LocalBreakers:
         self._default_config = default_config
         self._clock_ms = clock_ms
         self._machines: dict[str, BreakerMachine] = {}
+        self.listener: Callable[[str, State, State], None] | None = None
+        """Told of every local transition: (name, from, to)."""
 
     def acquire(self, name: str, view: BreakerView | None, now_s: float) -> Decision:
         """Ask the local machine; `now_s` is the views' clock, to carry a known deadline over."""
@@ -83,3 +85,5 @@ class LocalBreakers:
                     local=True,
                     correlation_id=current_correlation_id(),
                 )
+                if self.listener is not None:
+                    self.listener(event.name, event.from_state, event.to_state)
