@@ -27,6 +27,8 @@ from breaker_client._errors import (
 from breaker_client._failure import FailurePolicy, default_failure_status
 from breaker_client._queue import ClaimedJob, DrainReport, Enqueued, Nacked, QueueStats, WorkQueue
 from breaker_client._retry import RetryPolicy, parse_retry_after
+from breaker_client._sync_breaker import SyncBreaker
+from breaker_client._sync_client import SyncBreakerClient
 from breaker_client._transitions import StateChange
 from breaker_client._transport import IDEMPOTENCY_HEADER, IDEMPOTENT_METHODS, BreakerTransport, host_breaker_name
 from breaker_client._views import BreakerView
@@ -70,6 +72,8 @@ __all__ = [
     "Snapshot",
     "State",
     "StateChange",
+    "SyncBreaker",
+    "SyncBreakerClient",
     "Transition",
     "TransportError",
     "ValidationError",
