@@ -29,6 +29,7 @@ from breaker_client._queue import ClaimedJob, DrainReport, Enqueued, Nacked, Que
 from breaker_client._retry import RetryPolicy, parse_retry_after
 from breaker_client._sync_breaker import SyncBreaker
 from breaker_client._sync_client import SyncBreakerClient
+from breaker_client._sync_transport import SyncBreakerTransport
 from breaker_client._transitions import StateChange
 from breaker_client._transport import IDEMPOTENCY_HEADER, IDEMPOTENT_METHODS, BreakerTransport, host_breaker_name
 from breaker_client._views import BreakerView
@@ -74,6 +75,7 @@ __all__ = [
     "StateChange",
     "SyncBreaker",
     "SyncBreakerClient",
+    "SyncBreakerTransport",
     "Transition",
     "TransportError",
     "ValidationError",
