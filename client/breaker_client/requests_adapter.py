@@ -11,6 +11,7 @@ answers `fallback` (a response, or a callable given the exception and the reques
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -73,10 +74,14 @@ class BreakerAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         retry = may_retry(request.method or "GET", request.headers)
         breaker = self._breaker_for(request, retry)
+        # The send options travel in a partial: the call's one argument (what a fallback is given) is the request.
+        send = functools.partial(self._send, args, kwargs)
         with use_correlation_id(request.headers.get(CORRELATION_HEADER) or current_correlation_id()):
-            return breaker.call(self._send, request, *args, **kwargs)
+            return breaker.call(send, request)
 
-    def _send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+    def _send(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], request: requests.PreparedRequest
+    ) -> requests.Response:
         request.headers[CORRELATION_HEADER] = correlation_id()
         return super().send(request, *args, **kwargs)
 
