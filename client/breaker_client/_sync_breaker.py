@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from breaker_client._admission import Ticket
     from breaker_client._failure import FailurePolicy
     from breaker_client._retry import RetryPolicy
-    from breaker_client._sync_client import SyncBreakerClient
     from breaker_client._sync_core import SyncCore
 
 __all__ = ["AsyncFunctionError", "SyncBreaker"]
@@ -53,14 +52,14 @@ class SyncBreaker:
 
     def __init__(
         self,
-        client: SyncBreakerClient,
+        core: Callable[[], SyncCore],
         name: str,
         *,
         retry: RetryPolicy | None,
         fallback: object,
         failure: FailurePolicy,
     ) -> None:
-        self._client = client
+        self._core = core  # the client's: this process's core, made afresh after a fork
         self._name = name
         self._retry = retry
         self._fallback = fallback
@@ -93,7 +92,7 @@ class SyncBreaker:
 
     def __enter__(self) -> SyncBreaker:
         """Admit one call (no retry, no fallback: a block cannot be run twice), or raise `CircuitOpenError`."""
-        core = self._client.core()
+        core = self._core()
         ticket = core.admission.admit_fast(self._name) or core.admit(self._name)
         _ENTERED.set((*_ENTERED.get(), (self, core, ticket, time.perf_counter())))
         return self
@@ -110,7 +109,7 @@ class SyncBreaker:
             self._settle(core, ticket, failed, _ms_since(started))
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], fallback: object) -> T:
-        core = self._client.core()
+        core = self._core()
         retry = self._retry or configured_policy(core.views, self._name)
         with CorrelationScope():
             try:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from breaker_client._failure import FailurePolicy
 from breaker_client._fallback import NO_FALLBACK
-from breaker_client._models import BreakerConfig, is_valid_name
 from breaker_client._sync_breaker import SyncBreaker
 from breaker_client._sync_core import SyncCore
+from breaker_client.protocol.models import BreakerConfig, is_valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -115,7 +115,7 @@ class SyncBreakerClient:
         `RetryPolicy()`), fallback and failure rules."""
         if not is_valid_name(name):
             raise ValueError(f"invalid breaker name {name!r}")
-        return SyncBreaker(self, name, retry=retry, fallback=fallback, failure=failure or FailurePolicy())
+        return SyncBreaker(self.core, name, retry=retry, fallback=fallback, failure=failure or FailurePolicy())
 
     def on_transition(self, callback: Callable[[StateChange], object]) -> None:
         """Call `callback(change)` for each change of a breaker's state this process sees (see

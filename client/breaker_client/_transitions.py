@@ -20,8 +20,8 @@ from breaker_client._logging import get_logger
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from breaker_client._models import State
     from breaker_client._views import Views
+    from breaker_client.protocol.models import State
 
 __all__ = ["StateChange", "TransitionWatch"]
 
