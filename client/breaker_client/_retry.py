@@ -226,17 +226,28 @@ class RetryPolicy:
     def run_sync(self, attempt: Callable[[A], T], argument: A, *, breaker: str) -> T:
         """`run` for plain code: the waits block the calling thread. `timeout_s` is not applied (a thread cannot
         be interrupted): bound the call itself, e.g. with the HTTP client's timeout."""
-        first: T | None = None
         try:
             first = attempt(argument)
         except Exception as exc:
-            if self.attempts == 1 or not self._is_retryable_exception(exc):
-                raise
-            failure: Exception | None = exc
-        else:
-            if self.attempts == 1 or not self.is_retryable_result(first):
-                return first
-            failure = None
+            return self.retry_sync(attempt, argument, breaker=breaker, failure=exc)
+        return self.retry_sync(attempt, argument, breaker=breaker, first=first)
+
+    def retry_sync(
+        self,
+        attempt: Callable[[A], T],
+        argument: A,
+        *,
+        breaker: str,
+        first: T | None = None,
+        failure: Exception | None = None,
+    ) -> T:
+        """What follows a first attempt made by the caller, which raised `failure` or gave `first`: further
+        attempts while they are worth it, or the first outcome as it is (returned, or raised)."""
+        if failure is not None:
+            if self.attempts == 1 or not self._is_retryable_exception(failure):
+                raise failure
+        elif self.attempts == 1 or not self.is_retryable_result(first):
+            return cast("T", first)
         replayed = False
 
         def again() -> T:

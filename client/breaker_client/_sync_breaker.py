@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from breaker_client._admission import Route
 from breaker_client._breaker import is_async_callable
-from breaker_client._correlation import CorrelationScope, correlation_id
+from breaker_client._correlation import CORRELATION_VAR as _CORRELATION
+from breaker_client._correlation import correlation_id
 from breaker_client._errors import CircuitOpenError
 from breaker_client._fallback import NO_FALLBACK, fallback_result
 from breaker_client._logging import get_logger
@@ -109,20 +110,61 @@ class SyncBreaker:
             self._settle(core, ticket, failed, _ms_since(started))
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], fallback: object) -> T:
+        # The hot path, written out: a call on the fast path is one cache read, the call, and one inbox append.
         core = self._core()
-        retry = self._retry or configured_policy(core.views, self._name)
-        with CorrelationScope():
+        token = _CORRELATION.set(_CORRELATION.get())  # a CorrelationScope: an id made in the call stays in it
+        try:
+            ticket = core.admission.admit_fast(self._name)
+            if ticket is None:
+                return self._strict(core, fn, args, kwargs, fallback)
+            started = time.perf_counter()
             try:
-                return cast("T", retry.run_sync(self._attempt, (core, fn, args, kwargs), breaker=self._name))
+                result = fn(*args, **kwargs)
             except Exception as exc:
-                if (
-                    fallback is NO_FALLBACK
-                    or isinstance(exc, AsyncFunctionError)
-                    or not (isinstance(exc, CircuitOpenError) or self._failure.is_failure(exc))
-                ):
-                    raise
-                _log.info("breaker.fallback", breaker=self._name, error=repr(exc), correlation_id=correlation_id())
-                return cast("T", fallback_result(fallback, exc, args, kwargs))
+                core.report(ticket, failed=self._failure.is_failure(exc), duration_ms=_ms_since(started))
+                return cast("T", self._retry_after_first(core, (core, fn, args, kwargs), fallback, failure=exc))
+            if type(result) is types.CoroutineType:
+                cast("types.CoroutineType[Any, Any, Any]", result).close()
+                raise AsyncFunctionError(self._async_message(fn))
+            if self._failure.is_failed_result(result):
+                core.report(ticket, failed=True, duration_ms=_ms_since(started))
+                return cast("T", self._retry_after_first(core, (core, fn, args, kwargs), fallback, first=result))
+            core.inbox.add(ticket, (time.perf_counter() - started) * 1000)
+            return result
+        finally:
+            _CORRELATION.reset(token)
+
+    def _strict(
+        self, core: SyncCore, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], fallback: object
+    ) -> T:
+        retry = self._retry or configured_policy(core.views, self._name)
+        try:
+            return cast("T", retry.run_sync(self._attempt, (core, fn, args, kwargs), breaker=self._name))
+        except Exception as exc:
+            return cast("T", self._fallback_for(exc, fallback, args, kwargs))
+
+    def _retry_after_first(
+        self, core: SyncCore, job: _Job, fallback: object, *, first: object = None, failure: Exception | None = None
+    ) -> Any:
+        retry = self._retry or configured_policy(core.views, self._name)
+        try:
+            return retry.retry_sync(self._attempt, job, breaker=self._name, first=first, failure=failure)
+        except Exception as exc:
+            return self._fallback_for(exc, fallback, job[2], job[3])
+
+    def _fallback_for(self, exc: Exception, fallback: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+        """The fallback's value for a call that ended with `exc`, or `exc` raised when there is none for it."""
+        if (
+            fallback is NO_FALLBACK
+            or isinstance(exc, AsyncFunctionError)
+            or not (isinstance(exc, CircuitOpenError) or self._failure.is_failure(exc))
+        ):
+            raise exc
+        _log.info("breaker.fallback", breaker=self._name, error=repr(exc), correlation_id=correlation_id())
+        return fallback_result(fallback, exc, args, kwargs)
+
+    def _async_message(self, fn: object) -> str:
+        return f"breaker {self._name!r}: {fn!r} is async; use BreakerClient for async functions"
 
     def _attempt(self, job: _Job) -> Any:
         core, fn, args, kwargs = job
@@ -136,7 +178,7 @@ class SyncBreaker:
             raise
         if type(result) is types.CoroutineType:
             result.close()
-            raise AsyncFunctionError(f"breaker {self._name!r}: {fn!r} is async; use BreakerClient for async functions")
+            raise AsyncFunctionError(self._async_message(fn))
         self._settle(core, ticket, self._failure.is_failed_result(result), _ms_since(started))
         return result
 
