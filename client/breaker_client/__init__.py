@@ -1,8 +1,14 @@
-"""Thin async client of the shared circuit-breaker service.
+"""Client of the shared circuit-breaker service, for plain code and for asyncio.
+
+with SyncBreakerClient("http://breakers:8080", token=TOKEN) as client:
+    sms = client.breaker("sms_agent", fallback=lambda exc, message: outbox.put(message))
+    sms.call(send_sms, message)
 
 async with BreakerClient("http://breakers:8080", token=TOKEN) as client:
-    sms = client.breaker("sms_agent", retry=RetryPolicy(attempts=3), fallback=None)
-    await sms.call(send_sms, message)
+    sms = client.breaker("sms_agent", retry=RetryPolicy(attempts=4), fallback=None)
+    await sms.call(send_sms_async, message)
+
+The `requests` adapter is `breaker_client.requests_adapter.BreakerAdapter` (extra `breaker-client[requests]`).
 """
 
 from breaker_client._breaker import NO_FALLBACK, Breaker

@@ -10,7 +10,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from breaker_client._admission import Route
-from breaker_client._correlation import CorrelationScope, correlation_id
+from breaker_client._correlation import CORRELATION_VAR as _CORRELATION
+from breaker_client._correlation import correlation_id
 from breaker_client._errors import CircuitOpenError
 from breaker_client._fallback import NO_FALLBACK, fallback_result
 from breaker_client._logging import get_logger
@@ -124,34 +125,96 @@ class Breaker:
     async def _run(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any], fallback: object
     ) -> T:
+        # The hot path, written out: on the fast path a call is one cache read, the call, and one success counted.
+        admission = self._admission
         retry = self._retry or self._policy(self._name)
-        with CorrelationScope():
+        token = _CORRELATION.set(_CORRELATION.get())  # a CorrelationScope: an id made in the call stays in it
+        try:
+            ticket = admission.admit_fast(self._name)
+            if ticket is None:
+                return await self._strict(retry, fn, args, kwargs, fallback)
+            job = (functools.partial(fn, *args, **kwargs), retry.timeout_s)
             try:
-                call = functools.partial(fn, *args, **kwargs)
-                return await retry.run(self._attempt, (call, retry.timeout_s), breaker=self._name)
+                awaitable = self._awaitable_of(job[0])  # a plain function is refused here and reports nothing
+            except NotAwaitableError:
+                raise
+            except Exception as exc:  # raised by `fn` before it gave an awaitable: as in `_attempt`, not reported
+                return await self._then(retry, job, args, kwargs, fallback, failure=exc)
+            started = time.perf_counter()
+            try:
+                with self._deadlines.limit(retry.timeout_s):
+                    result = await awaitable
             except Exception as exc:
-                if (
-                    fallback is NO_FALLBACK
-                    or isinstance(exc, NotAwaitableError)
-                    or not (isinstance(exc, CircuitOpenError) or self._failure.is_failure(exc))
-                ):
-                    raise
-                _log.info("breaker.fallback", breaker=self._name, error=repr(exc), correlation_id=correlation_id())
-                value = fallback_result(fallback, exc, args, kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-                return cast("T", value)
+                await admission.report(ticket, failed=self._failure.is_failure(exc), duration_ms=_ms_since(started))
+                return await self._then(retry, job, args, kwargs, fallback, failure=exc)
+            if self._failure.is_failed_result(result):
+                await admission.report(ticket, failed=True, duration_ms=_ms_since(started))
+                return await self._then(retry, job, args, kwargs, fallback, first=result)
+            admission.count_success(ticket, _ms_since(started))
+            return result
+        finally:
+            _CORRELATION.reset(token)
 
-    async def _attempt(self, job: tuple[Callable[[], Awaitable[T]], float | None]) -> T:
-        call, timeout_s = job
-        # The awaitable is made first: a coroutine runs nothing until awaited, and a plain function is refused
-        # before anything is admitted, so it reports nothing to the breaker the whole fleet shares.
+    async def _strict(
+        self,
+        retry: RetryPolicy,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        fallback: object,
+    ) -> T:
+        job = (functools.partial(fn, *args, **kwargs), retry.timeout_s)
+        try:
+            return await retry.run(self._attempt, job, breaker=self._name)
+        except Exception as exc:
+            return cast("T", await self._fallback_for(exc, fallback, args, kwargs))
+
+    async def _then(
+        self,
+        retry: RetryPolicy,
+        job: tuple[Callable[[], Awaitable[T]], float | None],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        fallback: object,
+        *,
+        first: T | None = None,
+        failure: Exception | None = None,
+    ) -> T:
+        try:
+            return await retry.retry_after(self._attempt, job, breaker=self._name, first=first, failure=failure)
+        except Exception as exc:
+            return cast("T", await self._fallback_for(exc, fallback, args, kwargs))
+
+    async def _fallback_for(
+        self, exc: Exception, fallback: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> object:
+        """The fallback's value for a call that ended with `exc`, or `exc` raised when there is none for it."""
+        if (
+            fallback is NO_FALLBACK
+            or isinstance(exc, NotAwaitableError)
+            or not (isinstance(exc, CircuitOpenError) or self._failure.is_failure(exc))
+        ):
+            raise exc
+        _log.info("breaker.fallback", breaker=self._name, error=repr(exc), correlation_id=correlation_id())
+        value = fallback_result(fallback, exc, args, kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    def _awaitable_of(self, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         awaitable = call()
         if type(awaitable) is not types.CoroutineType and not inspect.isawaitable(awaitable):
             raise NotAwaitableError(
                 f"breaker {self._name!r}: the call returned {type(awaitable).__name__}, not an awaitable; "
                 "use SyncBreakerClient for plain functions"
             )
+        return awaitable
+
+    async def _attempt(self, job: tuple[Callable[[], Awaitable[T]], float | None]) -> T:
+        call, timeout_s = job
+        # The awaitable is made first: a coroutine runs nothing until awaited, and a plain function is refused
+        # before anything is admitted, so it reports nothing to the breaker the whole fleet shares.
+        awaitable = self._awaitable_of(call)
         admission = self._admission
         try:
             ticket = admission.admit_fast(self._name) or await admission.admit(self._name)

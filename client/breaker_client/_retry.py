@@ -189,17 +189,30 @@ class RetryPolicy:
         # The first attempt runs bare: most calls succeed at once, and a tenacity controller costs ~30 us a call.
         # Only an outcome worth retrying goes on to tenacity, replayed to it as attempt 1, so its waits, logs and
         # last-outcome rule are the same as if tenacity had run it.
-        first: T | None = None
         try:
             first = await attempt(argument)
         except Exception as exc:
-            if self.attempts == 1 or not self._is_retryable_exception(exc):
-                raise
-            failure: Exception | None = exc
-        else:
-            if self.attempts == 1 or not self.is_retryable_result(first):
-                return first
-            failure = None
+            return await self.retry_after(attempt, argument, breaker=breaker, failure=exc)
+        if self.attempts == 1 or not self.is_retryable_result(first):
+            return first
+        return await self.retry_after(attempt, argument, breaker=breaker, first=first)
+
+    async def retry_after(
+        self,
+        attempt: Callable[[A], Awaitable[T]],
+        argument: A,
+        *,
+        breaker: str,
+        first: T | None = None,
+        failure: Exception | None = None,
+    ) -> T:
+        """What follows a first attempt made by the caller, which raised `failure` or gave `first`: further
+        attempts while they are worth it, or the first outcome as it is (returned, or raised)."""
+        if failure is not None:
+            if self.attempts == 1 or not self._is_retryable_exception(failure):
+                raise failure
+        elif self.attempts == 1 or not self.is_retryable_result(first):
+            return cast("T", first)
         replayed = False
 
         async def again() -> T:

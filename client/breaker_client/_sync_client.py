@@ -7,6 +7,7 @@ child at its first use (its own loop thread, connections and event stream; the p
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -41,7 +42,15 @@ def _after_fork_in_child() -> None:
         client._forked()
 
 
+def _close_all_at_exit() -> None:
+    # Successes counted but not yet sent would be lost with the daemon thread; closing sends them (bounded by
+    # the client's timeouts).
+    for client in list(_CLIENTS):
+        client.close()
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)
 
 
 class SyncBreakerClient:
