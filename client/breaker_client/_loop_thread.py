@@ -27,6 +27,10 @@ class LoopThread:
 
         The calling thread's context (correlation id) is copied to the coroutine, as `call_soon_threadsafe`
         copies it."""
+        if threading.get_ident() == self._thread.ident:
+            coroutine.close()
+            # From the loop's own thread (an on_transition callback calling the client) it would wait forever.
+            raise RuntimeError("the sync client cannot be called from its own background thread")
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def call_soon(self, callback: Callable[..., object], *args: object) -> None:

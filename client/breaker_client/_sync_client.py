@@ -128,8 +128,9 @@ class SyncBreakerClient:
 
     def on_transition(self, callback: Callable[[StateChange], object]) -> None:
         """Call `callback(change)` for each change of a breaker's state this process sees (see
-        `BreakerClient.on_transition`). It runs on the client's background thread: keep it short. An async
-        callback runs on that thread's event loop."""
+        `BreakerClient.on_transition`). It runs on the client's background thread: keep it short, and hand work
+        that calls a breaker to another thread (a strict call from there raises `RuntimeError`, it would wait for
+        itself). An async callback runs on that thread's event loop."""
         with self._lock:
             self._callbacks.append(callback)
         self.core().on_transition(callback)

@@ -46,6 +46,26 @@ async def test_malformed_events_are_skipped_and_the_stream_goes_on(
     assert [e["sse_event"] for e in logs if e["event"] == "breaker.events.malformed"] == ["state", "failures"]
 
 
+async def test_events_split_over_lines_and_chunks_are_read_whole(
+    fake_client: tuple[BreakerClient, FakeService],
+) -> None:
+    client, fake = fake_client
+    signal = msgspec.json.encode(FailureSignal(name="payments", consecutive_failures=4, generation=1)).decode()
+    cut = signal.index(",") + 1  # between two members: the newline that joins data lines is whitespace there
+    head, tail = signal[:cut], signal[cut:]
+    fake.stream = [
+        sse("snapshot", BreakerList(breakers=[snapshot("payments")])),
+        f"id: 2\r\nevent: failures\r\ndata: {head}\r\n".encode(),  # CRLF line ends, data over two lines
+        f"data: {tail}\r\n".encode()[:5],
+        f"data: {tail}\r\n\r\n".encode()[5:],  # an event cut across two chunks
+    ]
+
+    client.start()
+    await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.consecutive_failures == 4)
+
+    assert client.malformed_events == 0
+
+
 async def test_malformed_snapshot_keeps_the_client_strict(fake_client: tuple[BreakerClient, FakeService]) -> None:
     client, fake = fake_client
     fake.stream = [sse("snapshot", '{"breakers": "nope"}')]
