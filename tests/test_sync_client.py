@@ -178,6 +178,15 @@ def test_while_the_service_is_away_a_local_breaker_protects_the_calls() -> None:
 # -- fork ------------------------------------------------------------------------------------------------------------
 
 
+OPENED_HERE = threading.Event()
+"""Set by a transition callback the parent registers before the fork: each child has its own copy."""
+
+
+def _note_open(change: StateChange) -> None:
+    if change.name == "sync-fork" and change.to_state is State.OPEN:
+        OPENED_HERE.set()
+
+
 def _child(client: SyncBreakerClient, conn: Connection) -> None:
     """Runs in a forked child: the parent's client, used as it is."""
     try:
@@ -191,7 +200,8 @@ def _child(client: SyncBreakerClient, conn: Connection) -> None:
                 outcomes.append("failed")
             except Exception as exc:
                 outcomes.append(repr(exc))
-        conn.send((client.live, outcomes))
+        saw_open = OPENED_HERE.wait(WAIT_S)  # the breaker opens once every child has failed
+        conn.send((client.live and saw_open, outcomes))
     except BaseException as exc:
         conn.send((False, [repr(exc)]))
     finally:
@@ -202,6 +212,8 @@ def _child(client: SyncBreakerClient, conn: Connection) -> None:
 def test_a_client_made_before_fork_works_in_the_children(client: SyncBreakerClient, admin: httpx.Client) -> None:
     fresh(admin, "sync-fork", failure_threshold=CHILDREN * CALLS_EACH, open_timeout_s=600)
     client.breaker("sync-fork", retry=ONCE).call(lambda: "ok")  # the parent's loop, pool and stream are in use
+    client.on_transition(_note_open)
+    OPENED_HERE.clear()
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in range(CHILDREN)]
     with warnings.catch_warnings():
@@ -218,7 +230,8 @@ def test_a_client_made_before_fork_works_in_the_children(client: SyncBreakerClie
             if child.is_alive():
                 child.kill()
 
-    assert answers == [(True, ["failed"] * CALLS_EACH)] * CHILDREN  # each child followed the stream, and reported
+    # Each child followed the stream (with the parent's callback), and reported its failures.
+    assert answers == [(True, ["failed"] * CALLS_EACH)] * CHILDREN
     body = breaker_body(admin, "sync-fork")
     assert body["counts"]["failure"] == CHILDREN * CALLS_EACH  # the children's own reports reached the service
     assert body["state"] == "OPEN"
