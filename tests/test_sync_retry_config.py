@@ -1,6 +1,6 @@
-"""A breaker's `retry` config: validated in the config file and on `PUT`, served in the breaker's config, and used
-by every client that passes no policy; a `PUT` of the retry table changes the attempts a running client makes.
-Against real replicas on real Redis (the config goes through the Lua scripts verbatim)."""
+"""A breaker's `retry` config: validated in the config file and on `PUT` and `PATCH`, served in the breaker's
+config, and used by every client that passes no policy; a `PUT` (or `PATCH`) of the retry table changes the
+attempts a running client makes. Against real replicas on real Redis (the config goes through Lua verbatim)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,13 @@ def test_a_put_of_the_retry_table_changes_the_attempts_a_running_client_makes(
         breaker.call(refused)
         assert len(attempts) == 4
 
+        patch = {"retry": {"attempts": 3, "base_s": 0, "jitter": False}}
+        admin.patch(f"/breakers/{NAME}", params={"reason": "fewer retries"}, json=patch).raise_for_status()
+        client.wait_for(lambda c: retry_attempts(c.view(NAME)) == 3, timeout_s=WAIT_S)
+        attempts.clear()
+        breaker.call(refused)
+        assert len(attempts) == 3  # PATCH too
+
         attempts.clear()
         client.breaker(NAME, retry=RetryPolicy(attempts=1), fallback=None).call(refused)
         assert len(attempts) == 1  # a policy given in code wins
@@ -108,12 +115,13 @@ async def test_the_async_client_follows_the_retry_table_too(replicas: list[Servi
     "retry",
     [{"attempts": 0}, {"attempts": 2, "tries": 3}, {"base_s": -1}, {"multiplier": 0.5}, {"jitter": "yes"}, [3]],
 )
-def test_a_bad_retry_table_is_refused_and_changes_nothing(admin: httpx.Client, retry: object) -> None:
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_a_bad_retry_table_is_refused_and_changes_nothing(admin: httpx.Client, retry: object, method: str) -> None:
     name = "retry-bad"
     admin.delete(f"/breakers/{name}")
     put_retry(admin, name, {"attempts": 2}).raise_for_status()
 
-    response = admin.put(f"/breakers/{name}", json={"retry": retry})
+    response = admin.request(method, f"/breakers/{name}", params={"reason": "test"}, json={"retry": retry})
 
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "ORC_001"

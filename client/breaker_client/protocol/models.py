@@ -127,6 +127,8 @@ class ConfigPatch(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True,
     slow_call_rate: Rate | msgspec.UnsetType | None = msgspec.UNSET
     open_backoff: Annotated[float, Meta(ge=1, le=100)] | msgspec.UnsetType = msgspec.UNSET
     max_open_timeout_s: PositiveSeconds | msgspec.UnsetType = msgspec.UNSET
+    retry: RetryConfig | msgspec.UnsetType | None = msgspec.UNSET
+    """The whole retry table (omitted fields take their defaults), or null for none."""
 
     def fields(self) -> dict[str, Any]:
         """The fields given, by name (None for one to unset)."""
