@@ -10,6 +10,13 @@ probe_timeout_s = 2.0
 open_timeout_s = 30
 probe_url = "http://sms-agent:8000/health"
 
+[breakers.sms_agent.retry]      # the retry policy of clients that pass none; replaces [defaults.retry] whole
+attempts = 4                    # every attempt counts: 4 is "3 retries at 1 s, 2 s, 4 s"
+base_s = 1.0
+multiplier = 2.0
+max_s = 30.0
+jitter = true
+
 [queues.sms_outbox]
 max_attempts = 5
 ```

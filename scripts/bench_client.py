@@ -7,6 +7,8 @@ local HTTP dependency (tests/fixtures/dependency.py) that counts every request i
    function bare, for our client on its fast path and for pybreaker with its memory and its Redis storage, all in
    this process, interleaved in rounds. pybreaker's async support needs tornado, so it guards the `await` with its
    `calling()` context manager (the same work as `call()`).
+1b. The same for `SyncBreakerClient` from plain code, beside pybreaker's `call()` with its memory and its Redis
+   storage (scripts/bench_client_sync.py).
 2. Fleet figures: 8 worker processes (tests/fleet/), one call in flight each, threshold 5, a dependency that fails
    fast (503). A cold fleet (fresh breaker, the processes start together at a barrier while the dependency is dead),
    a warm fleet (proven healthy, every process on the fast path, calling, when the dependency dies), and the probes
@@ -45,6 +47,7 @@ if str(REPO_ROOT) not in sys.path:
 import httpx  # noqa: E402
 import pybreaker  # noqa: E402
 import redis  # noqa: E402
+from bench_client_sync import sync_cost_per_call  # noqa: E402  (this directory: the sync client's section)
 
 from breaker_client import BreakerClient, RetryPolicy  # noqa: E402
 from tests.fixtures.dependency import Dependency, Hit, Mode, running_dependency  # noqa: E402
@@ -410,6 +413,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp, backend(Path(tmp)) as (redis_url, urls):
         if not args.propagation_only:
             asyncio.run(cost_per_call(urls[0], redis_url, options))
+            sync_cost_per_call(urls[0], redis_url, CLIENT_TOKEN, calls=options.calls, rounds=options.rounds)
             run_fleets(urls, redis_url, options)
         run_propagation(urls, options)
     print(f"\ndone in {time.monotonic() - started:.0f}s")

@@ -1,8 +1,14 @@
-"""Thin async client of the shared circuit-breaker service.
+"""Client of the shared circuit-breaker service, for plain code and for asyncio.
+
+with SyncBreakerClient("http://breakers:8080", token=TOKEN) as client:
+    sms = client.breaker("sms_agent", fallback=lambda exc, message: outbox.put(message))
+    sms.call(send_sms, message)
 
 async with BreakerClient("http://breakers:8080", token=TOKEN) as client:
-    sms = client.breaker("sms_agent", retry=RetryPolicy(attempts=3), fallback=None)
-    await sms.call(send_sms, message)
+    sms = client.breaker("sms_agent", retry=RetryPolicy(attempts=4), fallback=None)
+    await sms.call(send_sms_async, message)
+
+The `requests` adapter is `breaker_client.requests_adapter.BreakerAdapter` (extra `breaker-client[requests]`).
 """
 
 from breaker_client._breaker import NO_FALLBACK, Breaker
@@ -27,15 +33,21 @@ from breaker_client._errors import (
 from breaker_client._failure import FailurePolicy, default_failure_status
 from breaker_client._queue import ClaimedJob, DrainReport, Enqueued, Nacked, QueueStats, WorkQueue
 from breaker_client._retry import RetryPolicy, parse_retry_after
-from breaker_client._transport import BreakerTransport, host_breaker_name
+from breaker_client._sync_breaker import SyncBreaker
+from breaker_client._sync_client import SyncBreakerClient
+from breaker_client._sync_transport import SyncBreakerTransport
+from breaker_client._transitions import StateChange
+from breaker_client._transport import IDEMPOTENCY_HEADER, IDEMPOTENT_METHODS, BreakerTransport, host_breaker_name
 from breaker_client._views import BreakerView
 from breaker_client.protocol.catalogue import ErrorCode
-from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, Snapshot, State, Transition
+from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, RetryConfig, Snapshot, State, Transition
 
 __version__ = "0.2.0"
 
 __all__ = [
     "CORRELATION_HEADER",
+    "IDEMPOTENCY_HEADER",
+    "IDEMPOTENT_METHODS",
     "NO_FALLBACK",
     "AuthenticationError",
     "Breaker",
@@ -60,11 +72,16 @@ __all__ = [
     "Outcome",
     "PayloadTooLargeError",
     "QueueStats",
+    "RetryConfig",
     "RetryPolicy",
     "ServiceError",
     "ServiceUnavailableError",
     "Snapshot",
     "State",
+    "StateChange",
+    "SyncBreaker",
+    "SyncBreakerClient",
+    "SyncBreakerTransport",
     "Transition",
     "TransportError",
     "ValidationError",

@@ -22,12 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-import structlog
-
 from breaker_client._batcher import SuccessBatcher, new_report_id
 from breaker_client._correlation import current_correlation_id
 from breaker_client._errors import AuthenticationError, CircuitOpenError, ClientError, ForbiddenError, NotFoundError
 from breaker_client._local import LocalBreakers
+from breaker_client._logging import get_logger
 from breaker_client._service import ServiceConnection, is_outage
 from breaker_client.protocol.models import MAX_SECONDS, BreakerConfig, Decision, Outcome, State
 
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Admission", "Route", "Ticket"]
 
-_log = structlog.get_logger("breaker_client")
+_log = get_logger()
 _MAX_DURATION_MS: Final = MAX_SECONDS * 1000
 _BUDGET_POLL_FIRST_S: Final = 0.005
 _BUDGET_POLL_MAX_S: Final = 0.1

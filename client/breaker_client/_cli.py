@@ -23,7 +23,6 @@ from breaker_client import _cli_render as render
 from breaker_client._cli_args import HISTORY_MAX, build_parser, check
 from breaker_client._cli_service import Service, decoded
 from breaker_client._errors import NotFoundError, ServiceError, TransportError, error_from_response
-from breaker_client._events import SSEParser
 from breaker_client.protocol.models import (
     JSON_ENCODER,
     BreakerList,
@@ -132,12 +131,8 @@ async def _audit(service: Service, args: argparse.Namespace) -> None:
 
 async def _watch(service: Service, args: argparse.Namespace) -> None:
     seen = 0
-    async with service.lines("/events") as lines:
-        parser = SSEParser()
-        async for line in lines:
-            event = parser.feed(line)
-            if event is None:
-                continue
+    async with service.events("/events") as events:
+        async for event in events:
             if event.event == "snapshot" and not args.json:
                 print(f"watching {args.url} for state changes (Ctrl-C to stop)", file=sys.stderr, flush=True)
             elif event.event == "error":

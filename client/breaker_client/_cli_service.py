@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import httpx
 import msgspec
+from httpx_sse import EventSource, SSEError
 
 from breaker_client._correlation import CORRELATION_HEADER
 from breaker_client._errors import ServiceError, TransportError, error_from_response
@@ -16,6 +17,8 @@ from breaker_client.protocol.models import JSON_ENCODER
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+    from httpx_sse import ServerSentEvent
 
 __all__ = ["TIMEOUT_S", "Service", "decoded", "translated"]
 
@@ -55,8 +58,8 @@ class Service:
         return await self._send(self._http.build_request(method, path, content=content, headers=headers, params=params))
 
     @asynccontextmanager
-    async def lines(self, path: str) -> AsyncIterator[AsyncIterator[str]]:
-        """A streamed answer's lines; no read timeout, since an event stream may stay quiet for long."""
+    async def events(self, path: str) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """A streamed answer's events (httpx-sse); no read timeout, since an event stream may stay quiet for long."""
         request = self._http.build_request(
             "GET", path, headers={"Accept": "text/event-stream"}, timeout=httpx.Timeout(TIMEOUT_S, read=None)
         )
@@ -67,14 +70,14 @@ class Service:
                 with translated():
                     body = await response.aread()
                 raise error_from_response(response.status_code, body)
-            yield self._iter_lines(response)
+            yield self._iter_events(response)
         finally:
             await response.aclose()
 
-    async def _iter_lines(self, response: httpx.Response) -> AsyncIterator[str]:
+    async def _iter_events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
         with translated():
-            async for line in response.aiter_lines():
-                yield line
+            async for event in EventSource(response).aiter_sse():
+                yield event
 
     async def _send(self, request: httpx.Request) -> bytes:
         with translated():
@@ -97,3 +100,5 @@ def translated() -> Iterator[None]:
         yield
     except httpx.HTTPError as exc:
         raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+    except SSEError as exc:
+        raise ServiceError(f"the service answered no event stream: {exc}", status=200) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -11,9 +12,10 @@ from breaker_client._breaker import NO_FALLBACK, Breaker
 from breaker_client._deadlines import Deadlines
 from breaker_client._events import EventStream
 from breaker_client._failure import FailurePolicy
+from breaker_client._policies import configured_policy
 from breaker_client._queue import WorkQueue
-from breaker_client._retry import RetryPolicy
 from breaker_client._service import ServiceConnection
+from breaker_client._transitions import StateChange, TransitionWatch
 from breaker_client._views import BreakerView, Views
 from breaker_client.protocol.models import BreakerConfig, is_valid_name
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     import httpx
+
+    from breaker_client._retry import RetryPolicy
 
 __all__ = ["BreakerClient"]
 
@@ -83,6 +87,9 @@ class BreakerClient:
             if events
             else None
         )
+        self._transitions = TransitionWatch(self._views)
+        # LocalBreakers is made by Admission; its transitions are the only ones the views never see.
+        self._admission._local.listener = self._transitions.local
         self._state = _Lifecycle.UNOPENED
 
     async def __aenter__(self) -> BreakerClient:
@@ -107,12 +114,14 @@ class BreakerClient:
         self._admission.start()
         if self._events is not None:
             self._events.start()
+        self._transitions.start()
 
     async def aclose(self) -> None:
         """Send pending successes, stop background tasks and close connections."""
         if self._state is _Lifecycle.CLOSED:
             return
         self._state = _Lifecycle.CLOSED
+        await self._transitions.stop()
         if self._events is not None:
             await self._events.stop()
         await self._admission.aclose()
@@ -126,17 +135,25 @@ class BreakerClient:
         fallback: object = NO_FALLBACK,
         failure: FailurePolicy | None = None,
     ) -> Breaker:
-        """The breaker `name`, with its retry policy (default `RetryPolicy()`), fallback and failure rules."""
+        """The breaker `name`, with its retry policy (None: the breaker's `retry` config on the service, else
+        `RetryPolicy()`), fallback and failure rules."""
         if not is_valid_name(name):
             raise ValueError(f"invalid breaker name {name!r}")
         return Breaker(
             self._admission,
             name,
-            retry=retry or RetryPolicy(),
+            retry=retry,
+            policy=functools.partial(configured_policy, self._views),
             fallback=fallback,
             failure=failure or FailurePolicy(),
             deadlines=self._deadlines,
         )
+
+    def on_transition(self, callback: Callable[[StateChange], object]) -> None:
+        """Call `callback(change)` (a function or an async function) for each change of a breaker's state this
+        process sees: pushed by the service, read in its answers, or decided by a local breaker while the service
+        is away (`change.local`). Call from the client's event loop."""
+        self._transitions.add(callback)
 
     def queue(self, name: str) -> WorkQueue:
         """The deferred work queue `name` on the service (created by its first enqueue)."""

@@ -10,11 +10,20 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["CORRELATION_HEADER", "CorrelationScope", "correlation_id", "current_correlation_id", "use_correlation_id"]
+__all__ = [
+    "CORRELATION_HEADER",
+    "CORRELATION_VAR",
+    "CorrelationScope",
+    "correlation_id",
+    "current_correlation_id",
+    "use_correlation_id",
+]
 
 CORRELATION_HEADER: Final = "X-Correlation-ID"
 
 _CURRENT: ContextVar[str | None] = ContextVar("breaker_client_correlation_id", default=None)
+CORRELATION_VAR: Final = _CURRENT
+"""The variable itself, for a hot path that scopes it inline (`token = set(get())` ... `reset(token)`)."""
 
 
 def current_correlation_id() -> str | None:

@@ -1,28 +1,30 @@
-"""`GET /events` consumed in the background: SSE parsing, dispatch into the views, reconnection with backoff."""
+"""`GET /events` consumed in the background (parsed by httpx-sse): dispatch into the views, reconnection with
+backoff."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import msgspec
-import structlog
 
 from breaker_client._errors import ClientError
+from breaker_client._logging import get_logger
 from breaker_client.protocol.models import BreakerList, Deleted, FailureSignal, Snapshot, Transition
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from httpx_sse import ServerSentEvent
+
     from breaker_client._service import ServiceConnection
     from breaker_client._views import Views
 
-__all__ = ["EventStream", "SSEParser", "ServerSentEvent"]
+__all__ = ["EventStream"]
 
-_log = structlog.get_logger("breaker_client")
+_log = get_logger()
 
 
 _SNAPSHOT_LIST: Final = msgspec.json.Decoder(BreakerList)
@@ -30,51 +32,6 @@ _TRANSITION: Final = msgspec.json.Decoder(Transition)
 _FAILURES: Final = msgspec.json.Decoder(FailureSignal)
 _CONFIG: Final = msgspec.json.Decoder(Snapshot)
 _DELETED: Final = msgspec.json.Decoder(Deleted)
-
-
-@dataclass(frozen=True)
-class ServerSentEvent:
-    """One dispatched event (the WHATWG "event stream" interpretation)."""
-
-    event: str
-    data: str
-    id: str | None = None
-
-
-@dataclass
-class SSEParser:
-    """Feeds lines, returns an event at each blank line that ends one; comments and unknown fields are ignored."""
-
-    _event: str = ""
-    _data: list[str] = field(default_factory=list)
-    _id: str | None = None
-    last_id: str | None = None
-
-    def feed(self, line: str) -> ServerSentEvent | None:
-        """Take one line (without its line ending)."""
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-        elif name == "id" and "\0" not in value:
-            self._id = value
-        return None
-
-    def _dispatch(self) -> ServerSentEvent | None:
-        if self._id is not None:
-            self.last_id = self._id
-        if not self._data:
-            self._event = ""
-            return None
-        event = ServerSentEvent(event=self._event or "message", data="\n".join(self._data), id=self.last_id)
-        self._event, self._data, self._id = "", [], None
-        return event
 
 
 class EventStream:
@@ -136,12 +93,9 @@ class EventStream:
             await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
-        async with self._connection.events(idle_timeout_s=self._idle_timeout_s) as lines:
-            parser = SSEParser()
-            async for line in lines:
-                event = parser.feed(line)
-                if event is not None:
-                    self._dispatch(event)
+        async with self._connection.events(idle_timeout_s=self._idle_timeout_s) as events:
+            async for event in events:
+                self._dispatch(event)
 
     def _dispatch(self, event: ServerSentEvent) -> None:
         try:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
 from breaker_client._errors import CircuitOpenError
+from breaker_client._responses import response_of, status_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,7 +24,8 @@ class FailurePolicy:
     """Classifies an exception or a result as a failure (counts against the breaker) or not.
 
     An exception is a failure when `predicate` says so, or, without a predicate, when it is one of `exceptions`
-    and none of `ignore`. An `httpx.HTTPStatusError` and an `httpx.Response` result are judged by `status`.
+    and none of `ignore`. A status error (`httpx.HTTPStatusError`, `requests.HTTPError`) and a response result
+    (`httpx.Response`, `requests.Response`) are judged by `status`.
     A call that is not a failure reports a success: the dependency answered.
     """
 
@@ -40,10 +40,12 @@ class FailurePolicy:
             return False
         if self.predicate is not None:
             return self.predicate(exc)
-        if isinstance(exc, httpx.HTTPStatusError):
-            return self.status(exc.response.status_code)
+        response = response_of(exc)
+        if response is not None:
+            return self.status(response.status_code)
         return isinstance(exc, self.exceptions) and not isinstance(exc, self.ignore)
 
     def is_failed_result(self, result: object) -> bool:
         """Whether a returned value counts against the breaker: only a response with a failure status."""
-        return isinstance(result, httpx.Response) and self.status(result.status_code)
+        status = status_of(result)
+        return status is not None and self.status(status)

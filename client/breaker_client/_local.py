@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import structlog
-
 from breaker_client._correlation import current_correlation_id
+from breaker_client._logging import get_logger
 from breaker_client.protocol.machine import BreakerMachine, Event
 from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, State, Transition
 
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalBreakers"]
 
-_log = structlog.get_logger("breaker_client")
+_log = get_logger()
 
 
 class LocalBreakers:
@@ -28,6 +27,8 @@ class LocalBreakers:
         self._default_config = default_config
         self._clock_ms = clock_ms
         self._machines: dict[str, BreakerMachine] = {}
+        self.listener: Callable[[str, State, State], None] | None = None
+        """Told of every local transition: (name, from, to)."""
 
     def acquire(self, name: str, view: BreakerView | None, now_s: float) -> Decision:
         """Ask the local machine; `now_s` is the views' clock, to carry a known deadline over."""
@@ -84,3 +85,5 @@ class LocalBreakers:
                     local=True,
                     correlation_id=current_correlation_id(),
                 )
+                if self.listener is not None:
+                    self.listener(event.name, event.from_state, event.to_state)

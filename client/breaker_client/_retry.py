@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import email.utils
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import httpx
-import structlog
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    Retrying,
     retry_if_exception,
     retry_if_result,
     stop_after_attempt,
@@ -21,66 +17,21 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from breaker_client._correlation import correlation_id
-from breaker_client._errors import CircuitOpenError
-from breaker_client._errors import TransportError as ServiceTransportError
+from breaker_client._logging import get_logger
+from breaker_client._responses import describe_outcome, status_of
+from breaker_client._retry_rules import is_retryable_exception, is_retryable_status, parse_retry_after, retry_after_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from breaker_client.protocol.models import RetryConfig
 
 __all__ = ["RetryPolicy", "is_retryable_exception", "is_retryable_status", "parse_retry_after", "retry_after_of"]
 
 T = TypeVar("T")
 A = TypeVar("A")
 
-_log = structlog.get_logger("breaker_client")
-
-_RETRYABLE_EXCEPTIONS = (
-    TimeoutError,
-    ConnectionError,
-    httpx.TimeoutException,
-    httpx.NetworkError,
-    httpx.RemoteProtocolError,
-    ServiceTransportError,
-)
-
-
-def is_retryable_status(status: int) -> bool:
-    """5xx and 429 are worth another try; every other status is not."""
-    return status >= 500 or status == 429
-
-
-def is_retryable_exception(exc: BaseException) -> bool:
-    """Timeouts, connection errors and 5xx/429 status errors; never an open circuit."""
-    if isinstance(exc, CircuitOpenError):
-        return False
-    if isinstance(exc, httpx.HTTPStatusError):
-        return is_retryable_status(exc.response.status_code)
-    return isinstance(exc, _RETRYABLE_EXCEPTIONS)
-
-
-def parse_retry_after(value: str, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` value, delay-seconds (fractions allowed) or an HTTP date."""
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def retry_after_of(outcome: object) -> float | None:
-    """The `Retry-After` of a response, or of the response inside an `httpx.HTTPStatusError`."""
-    response = outcome.response if isinstance(outcome, httpx.HTTPStatusError) else outcome
-    if not isinstance(response, httpx.Response):
-        return None
-    header = response.headers.get("Retry-After")
-    return None if header is None else parse_retry_after(header)
+_log = get_logger()
 
 
 def _outcome_value(state: RetryCallState) -> object:
@@ -131,16 +82,35 @@ class RetryPolicy:
 
     def is_retryable_result(self, result: object) -> bool:
         """A 5xx or 429 response, unless its `Retry-After` asks for longer than `max_s`."""
-        if not isinstance(result, httpx.Response) or not is_retryable_status(result.status_code):
+        status = status_of(result)
+        if status is None or not is_retryable_status(status):
             return False
         retry_after = retry_after_of(result)
         return retry_after is None or retry_after <= self.max_s
 
+    @classmethod
+    def from_config(cls, config: RetryConfig) -> RetryPolicy:
+        """The policy of a breaker's `retry` config on the service (`timeout_s` keeps its default)."""
+        return cls(
+            attempts=config.attempts,
+            base_s=config.base_s,
+            multiplier=config.multiplier,
+            max_s=config.max_s,
+            jitter=config.jitter,
+        )
+
     def retrying(self, *, breaker: str) -> AsyncRetrying:
         """The tenacity controller for one protected call."""
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.attempts),
-            wait=_RetryAfterFloor(
+        return AsyncRetrying(**self._controller(breaker))
+
+    def retrying_sync(self, *, breaker: str) -> Retrying:
+        """The tenacity controller for one protected call of plain (blocking) code."""
+        return Retrying(**self._controller(breaker))
+
+    def _controller(self, breaker: str) -> dict[str, Any]:
+        return {
+            "stop": stop_after_attempt(self.attempts),
+            "wait": _RetryAfterFloor(
                 wait_exponential_jitter(
                     multiplier=self.base_s,
                     exp_base=self.multiplier,
@@ -148,11 +118,11 @@ class RetryPolicy:
                     jitter=self.base_s if self.jitter else 0,
                 )
             ),
-            retry=retry_if_exception(self._is_retryable_exception) | retry_if_result(self.is_retryable_result),
-            before_sleep=_log_retry(breaker),
-            retry_error_callback=_last_outcome,
-            reraise=True,
-        )
+            "retry": retry_if_exception(self._is_retryable_exception) | retry_if_result(self.is_retryable_result),
+            "before_sleep": _log_retry(breaker),
+            "retry_error_callback": _last_outcome,
+            "reraise": True,
+        }
 
     def _is_retryable_exception(self, exc: BaseException) -> bool:
         if not is_retryable_exception(exc):
@@ -165,17 +135,30 @@ class RetryPolicy:
         # The first attempt runs bare: most calls succeed at once, and a tenacity controller costs ~30 us a call.
         # Only an outcome worth retrying goes on to tenacity, replayed to it as attempt 1, so its waits, logs and
         # last-outcome rule are the same as if tenacity had run it.
-        first: T | None = None
         try:
             first = await attempt(argument)
         except Exception as exc:
-            if self.attempts == 1 or not self._is_retryable_exception(exc):
-                raise
-            failure: Exception | None = exc
-        else:
-            if self.attempts == 1 or not self.is_retryable_result(first):
-                return first
-            failure = None
+            return await self.retry_after(attempt, argument, breaker=breaker, failure=exc)
+        if self.attempts == 1 or not self.is_retryable_result(first):
+            return first
+        return await self.retry_after(attempt, argument, breaker=breaker, first=first)
+
+    async def retry_after(
+        self,
+        attempt: Callable[[A], Awaitable[T]],
+        argument: A,
+        *,
+        breaker: str,
+        first: T | None = None,
+        failure: Exception | None = None,
+    ) -> T:
+        """What follows a first attempt made by the caller, which raised `failure` or gave `first`: further
+        attempts while they are worth it, or the first outcome as it is (returned, or raised)."""
+        if failure is not None:
+            if self.attempts == 1 or not self._is_retryable_exception(failure):
+                raise failure
+        elif self.attempts == 1 or not self.is_retryable_result(first):
+            return cast("T", first)
         replayed = False
 
         async def again() -> T:
@@ -199,6 +182,51 @@ class RetryPolicy:
                 controller.retry_state.set_result(result)
         return result
 
+    def run_sync(self, attempt: Callable[[A], T], argument: A, *, breaker: str) -> T:
+        """`run` for plain code: the waits block the calling thread. `timeout_s` is not applied (a thread cannot
+        be interrupted): bound the call itself, e.g. with the HTTP client's timeout."""
+        try:
+            first = attempt(argument)
+        except Exception as exc:
+            return self.retry_sync(attempt, argument, breaker=breaker, failure=exc)
+        return self.retry_sync(attempt, argument, breaker=breaker, first=first)
+
+    def retry_sync(
+        self,
+        attempt: Callable[[A], T],
+        argument: A,
+        *,
+        breaker: str,
+        first: T | None = None,
+        failure: Exception | None = None,
+    ) -> T:
+        """What follows a first attempt made by the caller, which raised `failure` or gave `first`: further
+        attempts while they are worth it, or the first outcome as it is (returned, or raised)."""
+        if failure is not None:
+            if self.attempts == 1 or not self._is_retryable_exception(failure):
+                raise failure
+        elif self.attempts == 1 or not self.is_retryable_result(first):
+            return cast("T", first)
+        replayed = False
+
+        def again() -> T:
+            nonlocal replayed
+            if replayed:
+                return attempt(argument)
+            replayed = True
+            if failure is not None:
+                raise failure
+            return cast("T", first)
+
+        result: T
+        for controller in self.retrying_sync(breaker=breaker):
+            with controller:
+                result = again()
+            outcome = controller.retry_state.outcome
+            if outcome is not None and not outcome.failed:
+                controller.retry_state.set_result(result)
+        return result
+
 
 def _log_retry(breaker: str) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
@@ -209,8 +237,7 @@ def _log_retry(breaker: str) -> Callable[[RetryCallState], None]:
             correlation_id=correlation_id(),
             attempt=state.attempt_number,
             delay_s=state.upcoming_sleep,
-            error=repr(value) if isinstance(value, BaseException) else None,
-            status=value.status_code if isinstance(value, httpx.Response) else None,
+            outcome=describe_outcome(value),
         )
 
     return before_sleep

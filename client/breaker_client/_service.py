@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import httpx
 import msgspec
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from breaker_client._correlation import CORRELATION_HEADER, correlation_id
 from breaker_client._errors import ClientError, ServiceError, TransportError, error_from_response
@@ -42,6 +43,8 @@ def _translated() -> Iterator[None]:
         raise TransportError(f"breaker service unreachable: {exc!r}") from exc
     except msgspec.DecodeError as exc:
         raise ServiceError(f"breaker service answered garbage: {exc}", status=200) from exc
+    except SSEError as exc:
+        raise ServiceError(f"breaker service answered no event stream: {exc}", status=200) from exc
 
 
 class ServiceConnection:
@@ -95,8 +98,9 @@ class ServiceConnection:
             return decoder.decode(body)
 
     @asynccontextmanager
-    async def events(self, *, idle_timeout_s: float) -> AsyncIterator[AsyncIterator[str]]:
-        """`GET /events` on the current base URL, as lines; a refused connection moves to the next base URL."""
+    async def events(self, *, idle_timeout_s: float) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """`GET /events` on the current base URL, parsed by httpx-sse; a refused connection moves to the next base
+        URL."""
         base = self._current
         request = self._http.build_request(
             "GET",
@@ -113,7 +117,7 @@ class ServiceConnection:
             self._fail_over(base)
             raise
         try:
-            yield self._lines(response)
+            yield self._events(response)
         finally:
             await response.aclose()
 
@@ -121,10 +125,10 @@ class ServiceConnection:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
+    async def _events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
         with _translated():
-            async for line in response.aiter_lines():
-                yield line
+            async for event in EventSource(response).aiter_sse():
+                yield event
 
     async def _request(
         self, method: str, path: str, content: bytes | None = None, timeout_s: float | None = None

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from structlog.testing import capture_logs
 
 from breaker_client import AuthenticationError, BreakerClient, CircuitOpenError, State
 from tests.client._calls import NO_RETRY, DependencyDown, down, ok
 from tests.client._fake import FakeService, allowed, error
 from tests.client._harness import TEST_CONFIG, free_port_url
+from tests.client._logs import capture_client_logs
 
 if TYPE_CHECKING:
     from tests.client._harness import FakeClock, ServiceHarness
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 async def test_failing_service_falls_back_to_a_local_breaker(answer: httpx.Response) -> None:
     fake = FakeService(handler=lambda request: answer)
     async with BreakerClient("http://fake.example", transport=fake.transport, events=False, recheck_s=3600) as client:
-        with capture_logs() as logs:
+        with capture_client_logs() as logs:
             assert await client.breaker("payments").call(ok) == "ok"
             assert await client.breaker("payments").call(ok) == "ok"
 

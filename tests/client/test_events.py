@@ -1,4 +1,4 @@
-"""The event stream: SSE parsing, malformed events, and the views it keeps."""
+"""The event stream (parsed by httpx-sse): malformed events, and the views it keeps."""
 
 from __future__ import annotations
 
@@ -6,35 +6,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
-from structlog.testing import capture_logs
 
 from breaker_client import BreakerClient, State, Transition
-from breaker_client._events import ServerSentEvent, SSEParser
 from breaker_client.protocol.models import BreakerList, FailureSignal
 from tests.client._fake import FakeService, snapshot, sse
+from tests.client._logs import capture_client_logs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-
-def parse(lines: list[str]) -> list[ServerSentEvent]:
-    parser = SSEParser()
-    return [event for line in lines if (event := parser.feed(line)) is not None]
-
-
-def test_parser_joins_data_lines_and_keeps_the_last_id() -> None:
-    events = parse(["id: 7", "event: state", "data: {", 'data: "a": 1}', "", ": keepalive", "", "data: x", ""])
-
-    assert events == [
-        ServerSentEvent(event="state", data='{\n"a": 1}', id="7"),
-        ServerSentEvent(event="message", data="x", id="7"),
-    ]
-
-
-def test_parser_ignores_comments_unknown_fields_and_empty_events() -> None:
-    events = parse([": hello", "retry: 100", "weird", "event: state", "", "data:no-space", ""])
-
-    assert events == [ServerSentEvent(event="message", data="no-space", id=None)]
 
 
 @pytest.fixture
@@ -58,13 +37,33 @@ async def test_malformed_events_are_skipped_and_the_stream_goes_on(
         sse("failures", FailureSignal(name="payments", consecutive_failures=2, generation=1)),
     ]
 
-    with capture_logs() as logs:
+    with capture_client_logs() as logs:
         client.start()
         await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.consecutive_failures == 2)
 
     assert client.malformed_events == 2
     assert client.live
     assert [e["sse_event"] for e in logs if e["event"] == "breaker.events.malformed"] == ["state", "failures"]
+
+
+async def test_events_split_over_lines_and_chunks_are_read_whole(
+    fake_client: tuple[BreakerClient, FakeService],
+) -> None:
+    client, fake = fake_client
+    signal = msgspec.json.encode(FailureSignal(name="payments", consecutive_failures=4, generation=1)).decode()
+    cut = signal.index(",") + 1  # between two members: the newline that joins data lines is whitespace there
+    head, tail = signal[:cut], signal[cut:]
+    fake.stream = [
+        sse("snapshot", BreakerList(breakers=[snapshot("payments")])),
+        f"id: 2\r\nevent: failures\r\ndata: {head}\r\n".encode(),  # CRLF line ends, data over two lines
+        f"data: {tail}\r\n".encode()[:5],
+        f"data: {tail}\r\n\r\n".encode()[5:],  # an event cut across two chunks
+    ]
+
+    client.start()
+    await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.consecutive_failures == 4)
+
+    assert client.malformed_events == 0
 
 
 async def test_malformed_snapshot_keeps_the_client_strict(fake_client: tuple[BreakerClient, FakeService]) -> None:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from structlog.testing import capture_logs
 
 from breaker_client import CircuitOpenError, FailurePolicy, RetryPolicy, parse_retry_after
+from tests.client._logs import capture_client_logs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, MutableMapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 TINY = RetryPolicy(attempts=4, base_s=0.001, multiplier=2.0, max_s=1.0, jitter=False, timeout_s=5.0)
 
@@ -40,7 +40,7 @@ class Dependency:
         return (await self.get()).raise_for_status()
 
 
-def retry_waits(logs: list[MutableMapping[str, Any]]) -> list[float]:
+def retry_waits(logs: Sequence[Mapping[str, Any]]) -> list[float]:
     return [entry["delay_s"] for entry in logs if entry["event"] == "breaker.retry"]
 
 
@@ -51,7 +51,7 @@ async def run(policy: RetryPolicy, attempt: Callable[[], Any]) -> Any:
 async def test_5xx_is_retried_until_success() -> None:
     dependency = Dependency([503, 502, 200])
 
-    with capture_logs() as logs:
+    with capture_client_logs() as logs:
         response = await run(TINY, dependency.get)
 
     assert response.status_code == 200
@@ -144,7 +144,7 @@ async def test_one_attempt_means_no_retry() -> None:
 async def test_429_retry_after_seconds_is_the_minimum_wait() -> None:
     dependency = Dependency([429, 200], headers={"Retry-After": "0.05"})
 
-    with capture_logs() as logs:
+    with capture_client_logs() as logs:
         response = await run(TINY, dependency.get)
 
     assert response.status_code == 200
@@ -155,7 +155,7 @@ async def test_backoff_longer_than_retry_after_wins() -> None:
     policy = RetryPolicy(attempts=2, base_s=0.03, jitter=False)
     dependency = Dependency([503, 200], headers={"Retry-After": "0.01"})
 
-    with capture_logs() as logs:
+    with capture_client_logs() as logs:
         await run(policy, dependency.get)
 
     assert retry_waits(logs) == [0.03]
@@ -174,7 +174,7 @@ async def test_waits_grow_exponentially_and_are_capped() -> None:
     policy = RetryPolicy(attempts=5, base_s=0.001, multiplier=3.0, max_s=0.01, jitter=False)
     dependency = Dependency([503])
 
-    with capture_logs() as logs:
+    with capture_client_logs() as logs:
         await run(policy, dependency.get)
 
     assert retry_waits(logs) == pytest.approx([0.001, 0.003, 0.009, 0.01])
@@ -184,7 +184,7 @@ async def test_jitter_adds_up_to_base() -> None:
     policy = RetryPolicy(attempts=4, base_s=0.001, multiplier=2.0, jitter=True)
     dependency = Dependency([503])
 
-    with capture_logs() as logs:
+    with capture_client_logs() as logs:
         await run(policy, dependency.get)
 
     for wait, backoff in zip(retry_waits(logs), [0.001, 0.002, 0.004], strict=True):

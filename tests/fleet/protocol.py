@@ -7,14 +7,15 @@ from typing import Literal
 
 __all__ = ["Crashed", "Exit", "Ready", "Run", "RunResult", "WorkerSpec"]
 
-Kind = Literal["client", "pybreaker", "lua"]
+Kind = Literal["client", "sync", "pybreaker", "lua"]
 Until = Literal["refused", "ok", "stopped"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerSpec:
-    """How a worker protects its calls: `client` is ours (`breaker_client` on `service_urls`); `pybreaker` (pybreaker
-    with its Redis storage) and `lua` (one atomic check per call) are baselines on `redis_url`."""
+    """How a worker protects its calls: `client` is ours (`breaker_client` on `service_urls`), `sync` our
+    `SyncBreakerClient` with `threads` callers in one process; `pybreaker` (pybreaker with its Redis storage) and
+    `lua` (one atomic check per call) are baselines on `redis_url`."""
 
     kind: Kind = "client"
     service_urls: tuple[str, ...] = ()
@@ -26,6 +27,8 @@ class WorkerSpec:
     flush_interval_s: float = 3600.0
     """Tests flush successes only at the end of a run, so no late batch lands in the next phase."""
     ready_timeout_s: float = 20.0
+    threads: int = 1
+    """`sync` only: callers in the process, each with one call in flight."""
 
 
 @dataclass(frozen=True, kw_only=True)

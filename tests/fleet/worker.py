@@ -35,6 +35,10 @@ def worker_main(conn: Connection, barrier: Barrier, stop: Event, spec: WorkerSpe
     try:
         if spec.kind == "client":
             asyncio.run(_serve(conn, barrier, stop, spec, index))
+        elif spec.kind == "sync":
+            from tests.fleet.sync_worker import serve_sync
+
+            serve_sync(conn, barrier, stop, spec, index)
         else:
             from tests.fleet.baselines import serve_baseline
 

@@ -52,6 +52,16 @@ Rate = Annotated[float, Meta(gt=0, le=1)]
 Reason = Annotated[str, Meta(min_length=1, max_length=500)]
 
 
+class RetryConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A breaker's retry policy for clients that pass none (`RetryPolicy` fields; `attempts` counts every try)."""
+
+    attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    base_s: Annotated[float, Meta(ge=0, le=3600)] = 1.0
+    multiplier: Annotated[float, Meta(ge=1, le=100)] = 2.0
+    max_s: Annotated[float, Meta(ge=0, le=3600)] = 30.0
+    jitter: bool = True
+
+
 class BreakerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Per-breaker settings; omitted fields take the seed's defaults.
 
@@ -71,6 +81,7 @@ class BreakerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     slow_call_rate: Rate | None = None
     open_backoff: Annotated[float, Meta(ge=1, le=100)] = 1.0
     max_open_timeout_s: PositiveSeconds = 600.0
+    retry: RetryConfig | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError raised here into a ValidationError while decoding.
@@ -116,6 +127,8 @@ class ConfigPatch(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True,
     slow_call_rate: Rate | msgspec.UnsetType | None = msgspec.UNSET
     open_backoff: Annotated[float, Meta(ge=1, le=100)] | msgspec.UnsetType = msgspec.UNSET
     max_open_timeout_s: PositiveSeconds | msgspec.UnsetType = msgspec.UNSET
+    retry: RetryConfig | msgspec.UnsetType | None = msgspec.UNSET
+    """The whole retry table (omitted fields take their defaults), or null for none."""
 
     def fields(self) -> dict[str, Any]:
         """The fields given, by name (None for one to unset)."""
