@@ -20,14 +20,21 @@ __all__ = ["flush_supabase", "replay_outbox"]
 _log = structlog.get_logger("orchestrator")
 
 OUTBOX_BATCH: Final = 20
+OUTBOX_CONSUMERS: Final = 4  # each replay waits for the agent and for its ack: a few at once keep up with recovery
 OUTBOX_LEASE_S: Final = 60.0
 SUPABASE_BATCH: Final = 50
 
 
 async def replay_outbox(outbox: WorkQueue, breaker: Breaker, sms: SmsAgent, *, interval_s: float) -> None:
-    """Drain the outbox through the SMS agent's breaker, forever: while the circuit refuses, `drain` gives the jobs
-    back unspent, due when it may let calls through again; each replay is one admission (a half-open probe too)."""
-    consumer = f"orchestrator-{os.getpid()}"
+    """Drain the outbox through the SMS agent's breaker, forever, with `OUTBOX_CONSUMERS` consumers: while the
+    circuit refuses, `drain` gives the jobs back unspent, due when it may let calls through again; each replay is
+    one admission (a half-open probe too)."""
+    await asyncio.gather(
+        *(_replay(outbox, breaker, sms, f"orchestrator-{os.getpid()}-{i}", interval_s) for i in range(OUTBOX_CONSUMERS))
+    )
+
+
+async def _replay(outbox: WorkQueue, breaker: Breaker, sms: SmsAgent, consumer: str, interval_s: float) -> None:
     while True:
         delay_s = interval_s
         # Each round has its own correlation id, on its log lines and its requests to the service; each replayed
