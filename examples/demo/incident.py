@@ -76,6 +76,8 @@ class Timeline:
     phase: str = "starting"
     started_at: float = field(default_factory=time.time)
     """Unix time of the start: history entries are in Unix seconds (Redis time on this machine)."""
+    before_outage: OrchestratorStats | None = None
+    """The orchestrator's counters when the outage began: what the incident caused is the difference."""
     events: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -110,7 +112,7 @@ async def run_incident(observer: Observer, plan: Plan, timeline: Timeline, repor
     await hold_until(plan.steady_s)
 
     outage_start = loop.time() - start
-    before = await observer.orchestrator()
+    before = timeline.before_outage = await observer.orchestrator()
     generations = {name: (await observer.breaker(name)).generation for name in OUTAGE}
     for name, mode in OUTAGE.items():
         await observer.set_mode(name, ModeChange(mode=mode, slow_s=plan.slow_s, retry_after_s=plan.retry_after_s))
