@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -53,7 +54,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="breaker-demo-"))
-    signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo cleans up as on Ctrl-C
+    # Ctrl-C (SIGINT, sent to the whole process group: the children stop too) and SIGTERM end the demo at once;
+    # the stack's exit then stops every process it started that is still running.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"starting Redis (if installed), the service, the fakes and the orchestrator; logs in {directory}")
         with DemoStack(directory, StackSettings()) as stack:
@@ -62,12 +66,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dashboard: {stack.service_urls[0]}/   (admin token for its buttons: {stack.admin_token})")
             print(f"orchestrator: {stack.orchestrator_url}   fakes: {stack.fakes_url}/_admin/stats")
             return asyncio.run(_run(stack, args, directory))
+    except Exception:
+        if not _interrupted.is_set():
+            raise
     except KeyboardInterrupt:
-        print("\ninterrupted: every process the demo started is stopped", file=sys.stderr)
-        return 130
+        pass
+    print("\ninterrupted: every process the demo started is stopped", file=sys.stderr)
+    return 130
+
+
+_interrupted = threading.Event()
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
+    # An error from a child that stopped first must not hide the interruption.
+    _interrupted.set()
     raise KeyboardInterrupt
 
 
