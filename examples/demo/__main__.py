@@ -45,8 +45,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", "60")))
     parser.add_argument("--load", choices=("builtin", "locust"), default=os.environ.get("DEMO_LOAD", "builtin"))
-    parser.add_argument("--rate", type=float, default=40.0, help="requests per second, all callers together")
-    parser.add_argument("--users", type=int, default=16, help="concurrent callers (Locust users)")
+    parser.add_argument("--rate", type=float, default=20.0, help="requests per second, all callers together")
+    parser.add_argument("--users", type=int, default=8, help="concurrent callers (Locust users)")
     parser.add_argument("--dir", type=Path, default=None, help="where logs go (default: a new temporary directory)")
     return parser.parse_args(argv)
 

@@ -19,8 +19,8 @@ __all__ = ["flush_supabase", "replay_outbox"]
 
 _log = structlog.get_logger("orchestrator")
 
-OUTBOX_BATCH: Final = 20
-OUTBOX_CONSUMERS: Final = 4  # each replay waits for the agent and for its ack: a few at once keep up with recovery
+OUTBOX_BATCH: Final = 10
+OUTBOX_CONSUMERS: Final = 8  # each replay waits for the agent and for its ack: a few at once keep up with recovery
 OUTBOX_LEASE_S: Final = 60.0
 SUPABASE_BATCH: Final = 50
 
