@@ -8,6 +8,7 @@ never on a sleep, so the test holds on a busy machine; it asserts counts, never 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING
 
 import httpx
@@ -39,6 +40,7 @@ SETTINGS = StackSettings(
     flush_interval_s=0.2,
     probe_interval_s=5.0,
 )
+CALLER_ID = re.compile(r"load-\d+-\d+")
 PLAN = Plan(slow_s=10.0, retry_after_s=0.5, force_ttl_s=15.0, wait_timeout_s=90.0)
 
 
@@ -87,6 +89,10 @@ async def test_the_scripted_incident_shows_every_seed_fallback_and_loses_nothing
         await asyncio.to_thread(stack.stop)
 
     assert len(stack.replicas) == 2
+    # The callers' correlation ids reached the breaker service too (the client sends them with acquire and record).
+    assert facts.callers.correlation_ids is not None
+    service_logs = "".join(path.read_text(errors="replace") for path in stack.log_paths() if "replica" in str(path))
+    assert set(CALLER_ID.findall(service_logs)) & facts.callers.correlation_ids
     # The demo's own verdict: every fallback used, every queued SMS replayed and received, nothing left in the
     # outbox or the write buffer, no error reached a caller, every dependency call carried a caller's correlation id.
     assert problems(facts) == []

@@ -101,7 +101,7 @@ async def _run(stack: DemoStack, args: argparse.Namespace, directory: Path) -> i
             directory / "locust", stack.orchestrator_url, users=args.users, rate_per_user=args.rate / args.users
         )
         if args.load == "locust":
-            locust.__enter__()
+            locust.start()
             load_task = None
         else:
             load_task = asyncio.create_task(load.run(stop))

@@ -34,6 +34,11 @@ class LocustRun:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LocustRun:
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start Locust; its users begin at once."""
         self._directory.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
@@ -46,7 +51,6 @@ class LocustRun:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=_with(env)
             )
-        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

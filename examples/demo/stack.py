@@ -198,7 +198,8 @@ class DemoStack:
             raise errors[0]
 
     def log_paths(self) -> list[Path]:
-        return sorted(self.directory.rglob("*.log")) + sorted(self.directory.rglob("*.stderr"))
+        """Every process's output: the orchestrator's and the replicas' JSON log lines among them."""
+        return sorted(p for pattern in ("*.log", "*.stdout", "*.stderr") for p in self.directory.rglob(pattern))
 
     def _orchestrator_env(self, base: Mapping[str, str]) -> dict[str, str]:
         s = self.settings

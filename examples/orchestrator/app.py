@@ -136,7 +136,8 @@ def create_app(settings: Settings) -> Starlette:
         try:
             incoming = _INCOMING.decode(await request.body())
         except msgspec.DecodeError as exc:
-            return JSONResponse({"error": {"code": "ORC_001", "message": str(exc)}}, status_code=422)
+            error = {"code": "ORC_001", "message": str(exc), "correlation_id": correlation_id(), "details": None}
+            return JSONResponse({"error": error}, status_code=422)
         answer = await state["app"].handle(incoming, correlation_id())
         return Response(_ENCODER.encode(answer), media_type="application/json")
 
