@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from typing import TYPE_CHECKING, Final
 
@@ -34,6 +35,7 @@ __all__ = ["create_app"]
 
 _log = structlog.get_logger("orchestrator")
 _ENCODER: Final = msgspec.json.Encoder()
+_PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 OUTBOX: Final = "sms_outbox"
 
 
@@ -58,8 +60,9 @@ class CorrelationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        value = headers.get(CORRELATION_HEADER.lower().encode(), b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        given = dict(scope["headers"]).get(CORRELATION_HEADER.lower().encode(), b"").decode("latin-1")
+        # Only a plain id is taken: it goes into log lines, headers and the SMS's idempotency key.
+        value = given if _PLAIN_ID.fullmatch(given) else uuid.uuid4().hex
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -96,6 +99,7 @@ class Orchestrator:
             self.collections.tenant(incoming.tenant_id), self.supabase.conversation(incoming.tenant_id)
         )
         reply, reply_from = await self.openai.reply(tenant, incoming.text)
+        # The request's correlation id names its SMS: a caller's retry of the request does not send a second one.
         message = {"message_id": f"sms-{request_id}", "to": incoming.tenant_id, "body": reply}
         notification = {"tenant_id": incoming.tenant_id, "text": incoming.text, "reply": reply}
         row = {"id": request_id, "tenant_id": incoming.tenant_id, "text": incoming.text, "reply": reply}
