@@ -133,9 +133,13 @@ async def run_incident(observer: Observer, plan: Plan, timeline: Timeline, repor
 
     async def every_fallback() -> bool:
         stats = await observer.orchestrator()
-        return not missing_fallbacks(stats, since=before) and refused(stats, FORCED) > refused_before_force
+        return (
+            not missing_fallbacks(stats, since=before)
+            and all(refused(stats, name) > refused(before, name) for name in OUTAGE)
+            and refused(stats, FORCED) > refused_before_force
+        )
 
-    await wait("every seed fallback used since the outage began, supabase refused while forced", every_fallback)
+    await wait("every seed fallback used since the outage began, calls refused by every open breaker", every_fallback)
     await hold_until(outage_start + plan.outage_s)
 
     for name in OUTAGE:
