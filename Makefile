@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LATEST := .venv-latest
 
-.PHONY: setup run test lint typecheck pytest test-latest lock bench demo clean
+.PHONY: setup run test lint typecheck pytest test-latest lock bench demo loadtest clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,16 @@ test-latest: $(UV)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_service.py
 	$(BIN)/python scripts/bench_client.py
+
+# The seed's orchestrator through a scripted incident (examples/demo): Redis if installed, two replicas, five fake
+# dependencies, a load generator; prints progress and a summary, exits 0 only if the seed's claims held.
+DEMO_SECONDS ?= 60
+demo: $(STAMP)
+	$(BIN)/python -m examples.demo --seconds $(DEMO_SECONDS)
+
+# The same incident under Locust (headless): requests/s, caller failures, p50/p99 beside the breakers' figures.
+loadtest: $(STAMP)
+	$(BIN)/python -m examples.demo --seconds $(DEMO_SECONDS) --load locust
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .coverage
