@@ -17,7 +17,8 @@ from breaker_service.auth import Authenticator
 from breaker_service.config import ConfigResolver, ServiceConfig, load_config
 from breaker_service.context import AppContext
 from breaker_service.errors import ServiceError
-from breaker_service.logs import RequestContextMiddleware, configure_logging, current_correlation_id
+from breaker_service.hot_path import ServiceApp, is_admin_action
+from breaker_service.logs import AccessLog, RequestContextMiddleware, configure_logging, current_correlation_id
 from breaker_service.metrics import LatencyMiddleware, Metrics
 from breaker_service.middleware import BodyLimitMiddleware
 from breaker_service.monitor import HealthMonitor
@@ -63,7 +64,10 @@ def create_app(
     config = config if config is not None else load_config(settings.config_path)
     auth = Authenticator(admin_tokens=settings.admin_tokens, client_tokens=settings.client_tokens)
     ctx = AppContext(settings=settings, config=config, auth=auth, metrics=Metrics(), store=store, queues=queues)
-    app = Starlette(
+    access_log = AccessLog(settings.access_log_sample, audited=is_admin_action)
+    app = ServiceApp(
+        access_log=access_log,
+        max_body_bytes=settings.max_body_bytes,
         routes=[
             *breakers.ROUTES,
             *events.ROUTES,
@@ -73,7 +77,7 @@ def create_app(
             *degradation.ROUTES,
         ],
         middleware=[
-            Middleware(RequestContextMiddleware),
+            Middleware(RequestContextMiddleware, access_log=access_log),
             Middleware(LatencyMiddleware, metrics=ctx.metrics),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
         ],

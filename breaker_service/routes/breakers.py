@@ -105,6 +105,7 @@ async def acquire(request: Request) -> Response:
     body = await read_body(request, _ACQUIRE, empty=b"{}")
     decision = await ctx.store.acquire(name, lease=body.lease)
     ctx.metrics.decision(name, decision)
+    ctx.denials.note(name, decision)
     return MsgspecResponse(decision)
 
 

@@ -34,6 +34,7 @@ from breaker_service.errors import WorkflowError
 from breaker_service.events import EVENTS_CHANNEL
 from breaker_service.store.breaker_base import patched
 from breaker_service.store.keys import breaker_keys, report_key
+from breaker_service.store.script_batch import ScriptBatcher
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -144,6 +145,8 @@ class BreakerScripts:
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._scripts: dict[str, AsyncScript] = {op: redis.register_script(src) for op, src in SOURCES.items()}
+        # A cluster pipeline refuses EVALSHA; there each call goes on its own.
+        self._batcher = None if isinstance(redis, RedisCluster) else ScriptBatcher(redis)
 
     async def load(self) -> None:
         """Load every script now, so the first calls do not meet NOSCRIPT."""
@@ -151,8 +154,10 @@ class BreakerScripts:
             script.sha = await self._redis.script_load(script.script)
 
     async def _run(self, operation: str, name: str, *args: str | bytes, extra_keys: Sequence[str] = ()) -> Any:
-        keys = (*breaker_keys(name), *extra_keys)
-        return await self._scripts[operation](keys=keys, args=(name, EVENTS_CHANNEL, *args))
+        keys, arguments = (*breaker_keys(name), *extra_keys), (name, EVENTS_CHANNEL, *args)
+        if self._batcher is not None:
+            return await self._batcher.run(self._scripts[operation], keys, arguments)
+        return await self._scripts[operation](keys=keys, args=arguments)
 
     async def acquire(self, name: str, *, lease: bool = False) -> Decision | None:
         """Ask to make one call; the permit it may grant is made here, from `secrets`."""
