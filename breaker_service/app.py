@@ -7,7 +7,6 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import structlog
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
@@ -33,6 +32,7 @@ from breaker_service.store.queue_memory import MemoryQueueStore
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import itertools
 import sys
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from breaker_client._models import JSON_ENCODER, Decision, State
+from breaker_client.protocol.models import JSON_ENCODER, Decision, State
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 _PERMITS = itertools.count(1)
 
@@ -32,7 +34,9 @@ app = Starlette(routes=[Route("/breakers/{name}/acquire", acquire, methods=["POS
 
 def main() -> None:
     port = int(sys.argv[1])
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from breaker_client.protocol.models import (
 )
 from breaker_service.errors import WorkflowError
 from breaker_service.events import EVENTS_CHANNEL
+from breaker_service.store.batch_redis import ScriptBatcher
 from breaker_service.store.breaker_base import patched
 from breaker_service.store.keys import breaker_keys, report_key
-from breaker_service.store.script_batch import ScriptBatcher
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
