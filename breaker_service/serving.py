@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from breaker_service.app import context_of, main_app
+from breaker_service.coalesce import coalesced
 
 if TYPE_CHECKING:
     import socket
@@ -65,16 +67,17 @@ class _Server(uvicorn.Server):
 
 
 def server_config(settings: Settings, app: Starlette) -> uvicorn.Config:
-    """uvicorn on uvloop and httptools (the fastest pair measured, scripts/bench_service.py), no access log of its
-    own: the app writes the lines its policy asks for."""
+    """uvicorn on uvloop and httptools (the fastest pair measured, scripts/bench_service.py) with one write per
+    answer (`coalesce.py`), no access log of its own: the app writes the lines its policy asks for."""
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "auto",
-        http="httptools",
+        http=coalesced(HttpToolsProtocol),
         log_level=settings.log_level.lower(),
         access_log=False,
+        proxy_headers=False,  # nothing reads the client's address; the layer cost 1.5 % of a request's CPU
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
         lifespan="on",
     )

@@ -37,10 +37,15 @@ class ScriptBatcher:
         self._redis = redis
         self._pending: list[_Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Use `loop` (the client's: a Redis client serves one loop) without asking for it on every call."""
+        self._loop = loop
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
         """The script's reply, as `script(keys=keys, args=args)` would answer it."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)

@@ -150,6 +150,8 @@ class BreakerScripts:
 
     async def load(self) -> None:
         """Load every script now, so the first calls do not meet NOSCRIPT."""
+        if self._batcher is not None:
+            self._batcher.bind(asyncio.get_running_loop())
         for script in self._scripts.values():
             script.sha = await self._redis.script_load(script.script)
 
