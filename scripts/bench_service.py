@@ -100,6 +100,14 @@ def _answers(client: httpx.Client) -> bool:
         return False
 
 
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or "?"
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -242,7 +250,7 @@ async def _seed(redis_url: str) -> None:
 
 def report(figures: list[Figure], options: argparse.Namespace, loader: str) -> str:
     lines = [
-        f"# bench_service: Python {platform.python_version()}, {os.cpu_count()} CPUs ({platform.processor() or '?'}),"
+        f"# bench_service: Python {platform.python_version()}, {os.cpu_count()} CPUs ({cpu_model()}),"
         f" {platform.machine()}; load from {loader}, {options.connections} connections, {options.seconds:g} s a case,"
         f" {options.rounds} rounds interleaved",
         f"{'case':<24}{'round':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>12}{'x floor':>9}  load avg",
