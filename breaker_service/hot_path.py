@@ -12,11 +12,11 @@ well-formed, judged from what it is sure of:
 
 Anything else, and any doubt, goes through the full stack, which answers it as it answers every request: the
 short path never writes an error of its own about the request. The body it has read is handed over as it came.
-Once taken, a request runs what the endpoints in `routes/breakers.py` run (the store call, the metrics, the denial
-log) and answers the same bytes; errors of the store are answered by the app's own exception handlers, so the
-contract's error body, correlation id included, is the same on both paths. The request latency histogram and the
-access-log policy (`logs.AccessLog`) see every request of either path. `tests/test_hot_path.py` holds the two
-paths together.
+Once taken, a request runs what the endpoints in `routes/breakers.py` run (`acquired` and `recorded`: the store
+call, the metrics, the denial log) and answers the same bytes. Errors of the store are answered by the app's own
+exception handlers, so the contract's error body, correlation id included, is the same on both paths. The request
+latency histogram and the access-log policy (`logs.AccessLog`) see every request of either path.
+`tests/test_hot_path.py` holds the two paths together.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from starlette.routing import Route
 from breaker_client.protocol.models import JSON_ENCODER, AcquireRequest, Outcome, is_valid_name
 from breaker_service.auth import Role
 from breaker_service.logs import AccessLog, begin_request, internal_error_response
+from breaker_service.routes.breakers import acquired, recorded
 from breaker_service.routes.common import OPERATIONS
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class ServiceApp(Starlette):
         if length:
             body = await _read_body(receive)
         try:
-            outcome = _OUTCOME.decode(body) if operation == "record" else _ACQUIRE.decode(body or b"{}")
+            parsed = _OUTCOME.decode(body) if operation == "record" else _ACQUIRE.decode(body or b"{}")
         except Exception:
             await super().__call__(scope, _replay(body, receive), send)
             return
@@ -142,15 +143,10 @@ class ServiceApp(Starlette):
         scope["route"], scope["endpoint"], scope["path_params"] = route, route.endpoint, {"name": name}
         status = 500
         try:
-            if isinstance(outcome, Outcome):
-                snapshot = await ctx.store.record(name, outcome)
-                ctx.metrics.outcome(name, outcome)
-                encoded = JSON_ENCODER.encode(snapshot)
+            if isinstance(parsed, Outcome):
+                encoded = JSON_ENCODER.encode(await recorded(ctx, name, parsed))
             else:
-                decision = await ctx.store.acquire(name)
-                ctx.metrics.decision(name, decision)
-                ctx.denials.note(name, decision)
-                encoded = JSON_ENCODER.encode(decision)
+                encoded = JSON_ENCODER.encode(await acquired(ctx, name, parsed))
             status = 200
             await _send_json(send, 200, encoded, correlation_id)
         except Exception as exc:
