@@ -5,8 +5,8 @@ These two routes are most of a replica's traffic, and on them the generic machin
 `Request` and `Response` objects, the access line). The short path takes a request only when it is plainly
 well-formed, judged from what it is sure of:
 
-- POST to `/breakers/{name}/acquire` or `/record` with a whole-match name, a Content-Length within the body limit
-  and no Transfer-Encoding; a body declared `application/json` (acquire may have none);
+- POST to `/breakers/{name}/acquire` or `/record` with a whole-match name and no query string, a Content-Length
+  within the body limit and no Transfer-Encoding; a body declared `application/json` (acquire may have none);
 - a token the client role accepts (or none while client routes are open);
 - a body that decodes into the route's model (`{}` or nothing for acquire, an `Outcome` for record).
 
@@ -118,6 +118,7 @@ class ServiceApp(Starlette):
         length = head.length
         if (
             length is None
+            or scope.get("query_string")
             or not 0 <= length <= self._max_body_bytes
             or head.chunked
             or (length and (head.content_type or "").partition(";")[0].strip().lower() != _JSON_MEDIA_TYPE)

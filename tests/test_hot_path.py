@@ -53,6 +53,7 @@ REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], bool]] = [
     ("POST", "/breakers/a/acquire", None, {}, False),
     ("POST", "/breakers/a/record", b"x" * (MAX_BODY_BYTES + 1), {**CLIENT, **JSON}, False),
     ("POST", "/breakers/a/acquire/", None, CLIENT, False),
+    ("POST", "/breakers/a/acquire?x=1", None, CLIENT, False),
     ("POST", "/breakers/c/acquire", None, CLIENT, True),  # one more than the cap: 409 from the store
 ]
 
