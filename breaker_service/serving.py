@@ -78,6 +78,7 @@ def server_config(settings: Settings, app: Starlette) -> uvicorn.Config:
         log_level=settings.log_level.lower(),
         access_log=False,
         proxy_headers=False,  # nothing reads the client's address; the layer cost 1.5 % of a request's CPU
+        server_header=False,  # one header less to write on every answer, and nothing advertised
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
         lifespan="on",
     )
