@@ -36,9 +36,8 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from structlog.typing import EventDict
 
-    from breaker_client.protocol.models import Decision
-
 HEADER: Final = "X-Correlation-ID"
+DENIAL_INTERVAL_S: Final = 1.0
 _VALID_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 _LOG_ENCODER: Final = msgspec.json.Encoder(enc_hook=repr)
@@ -140,33 +139,28 @@ class AccessLog:
 
 
 class DenialLog:
-    """One INFO line per breaker per `interval_s` at most for denied acquires, with how many there were since."""
+    """Denied acquires, logged at most once per breaker per `interval_s` with the count since the last line.
 
-    def __init__(self, interval_s: float = 1.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+    The count of denials after a breaker's last line waits for its next denial (a storm that stops leaves its tail
+    unlogged; the metrics count every one). Memory is one entry per breaker, bounded by the breaker cap.
+    """
+
+    def __init__(self, interval_s: float = DENIAL_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval_s = interval_s
         self._clock = clock
-        self._last: dict[str, float] = {}
-        self._since: dict[str, int] = {}
+        self._last_line: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
 
-    def note(self, name: str, decision: Decision) -> None:
-        """Count a decision; log it if it is a denial and the breaker's last denial line is old enough."""
-        if decision.allowed:
-            return
-        denied = self._since.get(name, 0) + 1
+    def denied(self, name: str, **facts: Any) -> None:
+        """Count one denial of `name`; log it (with `facts`) unless a line for `name` went out within the interval."""
         now = self._clock()
-        last = self._last.get(name)
+        count = self._unlogged.pop(name, 0) + 1
+        last = self._last_line.get(name)
         if last is not None and now - last < self._interval_s:
-            self._since[name] = denied
+            self._unlogged[name] = count
             return
-        self._last[name] = now
-        self._since[name] = 0
-        log.info(
-            "acquire denied",
-            breaker=name,
-            state=decision.state.value,
-            retry_after_s=decision.retry_after_s,
-            denied=denied,
-        )
+        self._last_line[name] = now
+        log.info("calls denied", breaker=name, denied=count, **facts)
 
 
 class RequestContextMiddleware:

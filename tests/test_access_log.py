@@ -9,7 +9,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from breaker_client.protocol.models import Decision, State
+from breaker_client.protocol.models import State
 from breaker_service.app import context_of
 from breaker_service.logs import AccessLog, DenialLog
 from tests.fixtures.app import ADMIN, CLIENT, make_settings, memory_store, running_app
@@ -111,21 +111,17 @@ class FakeClock:
         return self.now
 
 
-DENIED = Decision(allowed=False, state=State.OPEN, generation=2, retry_after_s=30.0)
-
-
 def test_denials_are_logged_once_a_second_per_breaker_with_their_count() -> None:
     clock = FakeClock()
     denials = DenialLog(clock=clock)
     with capture_logs() as captured:
         for _ in range(5):
-            denials.note("a", DENIED)
-        denials.note("b", DENIED)
-        denials.note("a", Decision(allowed=True, state=State.HALF_OPEN, generation=2))
+            denials.denied("a", state=State.OPEN, retry_after_s=30.0)
+        denials.denied("b", state=State.OPEN)
         clock.now += 1.0
-        denials.note("a", DENIED)
+        denials.denied("a", state=State.OPEN, retry_after_s=29.0)
     assert [(line["breaker"], line["denied"]) for line in captured] == [("a", 1), ("b", 1), ("a", 5)]
-    assert captured[0]["event"] == "acquire denied"
+    assert captured[0]["event"] == "calls denied"
     assert (captured[0]["state"], captured[0]["retry_after_s"], captured[0]["log_level"]) == ("OPEN", 30.0, "info")
 
 
@@ -136,5 +132,5 @@ async def test_a_denied_acquire_is_logged_with_its_correlation_id(app: Starlette
         for n in range(3):
             response = await client.post("/breakers/shut/acquire", headers={**CLIENT, "X-Correlation-ID": f"d-{n}"})
             assert response.json()["allowed"] is False
-    (line,) = [line for line in captured if line["event"] == "acquire denied"]
+    (line,) = [line for line in captured if line["event"] == "calls denied"]
     assert (line["breaker"], line["correlation_id"], line["denied"]) == ("shut", "d-0", 1)

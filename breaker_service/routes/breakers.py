@@ -122,7 +122,8 @@ async def acquired(ctx: AppContext, name: str, body: AcquireRequest) -> Decision
     """Acquire on the store, counted and (when denied) logged."""
     decision = await ctx.store.acquire(name, lease=body.lease)
     ctx.metrics.decision(name, decision)
-    ctx.denials.note(name, decision)
+    if not decision.allowed:  # one line per breaker per second, not one per denied call
+        ctx.denials.denied(name, state=decision.state, retry_after_s=decision.retry_after_s)
     return decision
 
 
