@@ -139,7 +139,10 @@ class ServiceApp(Starlette):
         except Exception:
             await super().__call__(scope, _replay(body, receive), send)
             return
-        correlation_id = begin_request(head.correlation_id, breaker=name, actor=actor)
+        if actor is None:  # anonymous (open client routes): nothing to bind, as on the full stack
+            correlation_id = begin_request(head.correlation_id, breaker=name)
+        else:
+            correlation_id = begin_request(head.correlation_id, breaker=name, actor=actor)
         route = self._routes[operation]
         scope["route"], scope["endpoint"], scope["path_params"] = route, route.endpoint, {"name": name}
         status = 500
