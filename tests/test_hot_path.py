@@ -41,6 +41,11 @@ REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], bool]] = [
     ("POST", "/breakers/a/record", b'{"outcome": "failure", "count": 9}', {**CLIENT, **JSON}, True),
     ("POST", "/breakers/a/acquire", b"", {**CLIENT, **JSON}, True),
     ("POST", "/breakers/b/record", b'{"outcome": "success", "count": 2}', {**CLIENT, **JSON}, True),
+    ("POST", "/breakers/b/acquire", b'{"lease": true}', {**CLIENT, **JSON}, True),
+    ("POST", "/breakers/b/acquire", b'{"lease": false}', {**CLIENT, **JSON}, True),
+    ("POST", "/breakers/b/record", b'{"outcome": "success", "report_id": "r-1"}', {**CLIENT, **JSON}, True),
+    ("POST", "/breakers/b/record", b'{"outcome": "success", "report_id": "r-1"}', {**CLIENT, **JSON}, True),
+    ("POST", "/breakers/b/acquire", b'{"lease": "yes"}', {**CLIENT, **JSON}, False),
     ("POST", "/breakers/a/record", b'{"outcome": "maybe"}', {**CLIENT, **JSON}, False),
     ("POST", "/breakers/a/record", b'{"outcome": "success", "extra": 1}', {**CLIENT, **JSON}, False),
     ("POST", "/breakers/a/acquire", b'{"x": 1}', {**CLIENT, **JSON}, False),
@@ -127,7 +132,7 @@ async def test_both_paths_answer_alike(
 class BrokenStore(MemoryStore):
     """A store with a bug in acquire."""
 
-    async def acquire(self, name: str) -> Decision:
+    async def acquire(self, name: str, *, lease: bool = False) -> Decision:
         raise RuntimeError("secret internals")
 
 
