@@ -1,4 +1,4 @@
-"""`python -m breaker_service`: serve on BREAKER_HOST:BREAKER_PORT with uvicorn.
+"""`python -m breaker_service`: serve on BREAKER_HOST:BREAKER_PORT with uvicorn (breaker_service/serving.py).
 
 Settings come from the environment only; `--help` and `--version` print and exit 0. A bad setting or config file
 ends the process with one line on stderr and exit status 2.
@@ -7,50 +7,26 @@ ends the process with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import urllib.parse
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 from breaker_service import __version__
-from breaker_service.app import context_of, create_app
+from breaker_service.app import create_app
 from breaker_service.config import ConfigError
 from breaker_service.logs import configure_logging
+from breaker_service.serving import serve
 from breaker_service.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Sequence
-    from types import FrameType
-
-    from starlette.applications import Starlette
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, plus: the first shutdown signal also ends the app's event streams, so their connections close."""
-
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
-        super().__init__(config)
-        self._stopping = context_of(app).stopping
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        super().handle_exit(sig, frame)
-
 
 _SETTINGS_HELP = """\
 settings (environment):
   REDIS_URL                 redis://, rediss://, redis+sentinel://h:p[,h:p]/master; unset: in-memory store (one replica)
   REDIS_CLUSTER=true        REDIS_URL names a Redis Cluster node
   BREAKER_HOST, BREAKER_PORT  where to serve (127.0.0.1:8080)
+  BREAKER_WORKERS           server processes sharing the port: a number (default 1) or auto (one per core)
   BREAKER_CONFIG            TOML file of breaker defaults, overrides and probe URLs
   BREAKER_ADMIN_TOKENS, BREAKER_CLIENT_TOKENS  name:token,... (client routes are open while the latter is unset)
   BREAKER_LOG_LEVEL         DEBUG, INFO (default), WARNING, ERROR
@@ -84,17 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = urllib.parse.urlsplit(settings.redis_url)  # never print the password
         store = f"redis ({where.scheme}://{where.hostname}:{where.port or 6379})"
     print(f"breaker-service: store {store}, serving on http://{settings.host}:{settings.port}", file=sys.stderr)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the app writes one JSON line per request itself
-        timeout_graceful_shutdown=10,
-        lifespan="on",
-    )
-    _Server(config, app).run()
-    return 0
+    return serve(settings, app)
 
 
 if __name__ == "__main__":

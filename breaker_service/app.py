@@ -7,7 +7,6 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import structlog
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
@@ -17,7 +16,8 @@ from breaker_service.auth import Authenticator
 from breaker_service.config import ConfigResolver, ServiceConfig, load_config
 from breaker_service.context import AppContext
 from breaker_service.errors import ServiceError
-from breaker_service.logs import RequestContextMiddleware, configure_logging, current_correlation_id
+from breaker_service.hot_path import ServiceApp, is_admin_action
+from breaker_service.logs import AccessLog, RequestContextMiddleware, configure_logging, current_correlation_id
 from breaker_service.metrics import LatencyMiddleware, Metrics
 from breaker_service.middleware import BodyLimitMiddleware
 from breaker_service.monitor import HealthMonitor
@@ -32,6 +32,7 @@ from breaker_service.store.queue_memory import MemoryQueueStore
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -64,7 +65,10 @@ def create_app(
     config = config if config is not None else load_config(settings.config_path)
     auth = Authenticator(admin_tokens=settings.admin_tokens, client_tokens=settings.client_tokens)
     ctx = AppContext(settings=settings, config=config, auth=auth, metrics=Metrics(), store=store, queues=queues)
-    app = Starlette(
+    access_log = AccessLog(settings.access_log_sample, audited=is_admin_action)
+    app = ServiceApp(
+        access_log=access_log,
+        max_body_bytes=settings.max_body_bytes,
         routes=[
             *breakers.ROUTES,
             *events.ROUTES,
@@ -75,7 +79,7 @@ def create_app(
             *audit.ROUTES,
         ],
         middleware=[
-            Middleware(RequestContextMiddleware),
+            Middleware(RequestContextMiddleware, access_log=access_log),
             Middleware(LatencyMiddleware, metrics=ctx.metrics),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
         ],

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, cast
 
 from breaker_service.errors import StoreUnavailableError
 from breaker_service.event_hub import EventHub
+from breaker_service.logs import DenialLog
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
@@ -37,6 +38,8 @@ class AppContext:
         self.config = config
         self.auth = auth
         self.metrics = metrics
+        self.denials = DenialLog()
+        """Denied acquires, logged once per breaker per second with their count."""
         self.hub = EventHub()
         """The replica's one subscription to the store's events, shared by every `/events` stream."""
         self.stopping = asyncio.Event()

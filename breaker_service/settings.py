@@ -27,6 +27,8 @@ ENV_NAMES: Final = {
     "max_breakers": "BREAKER_MAX_BREAKERS",
     "log_level": "BREAKER_LOG_LEVEL",
     "sse_keepalive_s": "BREAKER_SSE_KEEPALIVE_S",
+    "access_log_sample": "BREAKER_ACCESS_LOG_SAMPLE",
+    "workers": "BREAKER_WORKERS",
 }
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "redis+sentinel://", "unix://")
 
@@ -55,12 +57,18 @@ class Settings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, re
     max_breakers: Annotated[int, Meta(ge=1)] = 10_000
     log_level: LogLevel = "INFO"
     sse_keepalive_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
+    access_log_sample: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    """The share of successful, non-admin requests that get an access line (errors and admin actions always do)."""
+    workers: Annotated[int, Meta(ge=1, le=256)] | Literal["auto"] = 1
+    """Server processes sharing the port; `auto`: one per core this process may run on."""
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
             raise ValueError(f"REDIS_URL must start with one of {', '.join(REDIS_SCHEMES)}")
         if self.redis_cluster and self.redis_url is None:
             raise ValueError("REDIS_CLUSTER needs REDIS_URL naming a cluster node")
+        if self.workers != 1 and self.redis_url is None:
+            raise ValueError("BREAKER_WORKERS other than 1 needs REDIS_URL: the memory store lives in one process")
         seen = list((self.admin_tokens | (self.client_tokens or {})).values())
         if len(seen) != len(set(seen)) or set(self.admin_tokens) & set(self.client_tokens or {}):
             raise ValueError("a token or token name appears twice in BREAKER_ADMIN_TOKENS/BREAKER_CLIENT_TOKENS")

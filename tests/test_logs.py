@@ -14,10 +14,10 @@ from structlog.testing import capture_logs
 from breaker_client.protocol.models import BreakerConfig, Snapshot
 from breaker_service.logs import configure_logging, pick_correlation_id
 from breaker_service.store.breaker_memory import MemoryStore
-from tests.fixtures.app import ADMIN, CLIENT, assert_error, make_settings, running_app
+from tests.fixtures.app import ADMIN, CLIENT, assert_error, make_settings, memory_store, running_app
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     import httpx
     from structlog.typing import EventDict
@@ -28,6 +28,14 @@ class BrokenStore(MemoryStore):
 
     async def snapshots(self) -> list[Snapshot]:
         raise RuntimeError("secret internals")
+
+
+@pytest.fixture
+async def every_line_client() -> AsyncIterator[httpx.AsyncClient]:
+    """A client on an app that writes an access line for every request (BREAKER_ACCESS_LOG_SAMPLE=1)."""
+    settings = make_settings(access_log_sample=1.0)
+    async with running_app(settings, memory_store(settings)) as (_, client):
+        yield client
 
 
 @pytest.fixture
@@ -92,9 +100,9 @@ async def test_every_error_carries_the_correlation_id(
     assert error["correlation_id"] == "err-7"
 
 
-async def test_one_canonical_line_per_request_with_the_breaker(client: httpx.AsyncClient) -> None:
+async def test_one_canonical_line_per_request_with_the_breaker(every_line_client: httpx.AsyncClient) -> None:
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        await client.post("/breakers/openai/acquire", headers={**CLIENT, "X-Correlation-ID": "c-1"})
+        await every_line_client.post("/breakers/openai/acquire", headers={**CLIENT, "X-Correlation-ID": "c-1"})
     requests = [line for line in logs if line["event"] == "request"]
     assert len(requests) == 1
     line = requests[0]
@@ -157,9 +165,9 @@ async def test_an_unexpected_error_is_a_500_without_a_traceback() -> None:
 
 
 async def test_production_lines_are_json_with_the_contract_fields(
-    client: httpx.AsyncClient, json_logs: io.BytesIO
+    every_line_client: httpx.AsyncClient, json_logs: io.BytesIO
 ) -> None:
-    await client.post("/breakers/openai/acquire", headers={**CLIENT, "X-Correlation-ID": "j-1"})
+    await every_line_client.post("/breakers/openai/acquire", headers={**CLIENT, "X-Correlation-ID": "j-1"})
     (line,) = lines(json_logs)
     assert {"timestamp", "level", "event", "correlation_id", "breaker"} <= set(line)
     assert (line["level"], line["event"], line["breaker"]) == ("info", "request", "openai")

@@ -40,6 +40,8 @@ from breaker_service.routes.common import (
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from breaker_service.context import AppContext
+
 _ACQUIRE: Final = msgspec.json.Decoder(AcquireRequest)
 _OUTCOME: Final = msgspec.json.Decoder(Outcome)
 _FORCE: Final = msgspec.json.Decoder(ForceRequest)
@@ -103,18 +105,33 @@ async def delete_breaker(request: Request) -> Response:
 async def acquire(request: Request) -> Response:
     ctx, name = context(request), name_of(request)
     body = await read_body(request, _ACQUIRE, empty=b"{}")
-    decision = await ctx.store.acquire(name, lease=body.lease)
-    ctx.metrics.decision(name, decision)
-    return MsgspecResponse(decision)
+    return MsgspecResponse(await acquired(ctx, name, body))
 
 
 @operation("Report a call's outcome", role=Role.CLIENT, body=Outcome, answer=Snapshot, errors=(409,))
 async def record(request: Request) -> Response:
     ctx, name = context(request), name_of(request)
     outcome = await read_body(request, _OUTCOME)
+    return MsgspecResponse(await recorded(ctx, name, outcome))
+
+
+# What acquire and record do once the request is read; `hot_path.py` serves most of them and runs these too.
+
+
+async def acquired(ctx: AppContext, name: str, body: AcquireRequest) -> Decision:
+    """Acquire on the store, counted and (when denied) logged."""
+    decision = await ctx.store.acquire(name, lease=body.lease)
+    ctx.metrics.decision(name, decision)
+    if not decision.allowed:  # one line per breaker per second, not one per denied call
+        ctx.denials.denied(name, state=decision.state, retry_after_s=decision.retry_after_s)
+    return decision
+
+
+async def recorded(ctx: AppContext, name: str, outcome: Outcome) -> Snapshot:
+    """Record on the store, counted."""
     snapshot = await ctx.store.record(name, outcome)
     ctx.metrics.outcome(name, outcome, snapshot)
-    return MsgspecResponse(snapshot)
+    return snapshot
 
 
 async def _force(request: Request, mode: State) -> Response:

@@ -35,6 +35,7 @@ from breaker_client.protocol.models import (
 )
 from breaker_service.errors import WorkflowError
 from breaker_service.events import EVENTS_CHANNEL
+from breaker_service.store.batch_redis import ScriptBatcher
 from breaker_service.store.breaker_base import patched
 from breaker_service.store.keys import breaker_keys, report_key
 
@@ -161,15 +162,22 @@ class BreakerScripts:
         self._redis = redis
         self._on_transition = on_transition
         self._scripts: dict[str, AsyncScript] = {op: redis.register_script(src) for op, src in SOURCES.items()}
+        # A cluster pipeline refuses EVALSHA; there each call goes on its own.
+        self._batcher = None if isinstance(redis, RedisCluster) else ScriptBatcher(redis)
 
     async def load(self) -> None:
         """Load every script now, so the first calls do not meet NOSCRIPT."""
+        if self._batcher is not None:
+            self._batcher.bind(asyncio.get_running_loop())
         for script in self._scripts.values():
             script.sha = await self._redis.script_load(script.script)
 
     async def _run(self, operation: str, name: str, *args: str | bytes, extra_keys: Sequence[str] = ()) -> Any:
-        keys = (*breaker_keys(name), *extra_keys)
-        raw = await self._scripts[operation](keys=keys, args=(name, EVENTS_CHANNEL, *args))
+        keys, arguments = (*breaker_keys(name), *extra_keys), (name, EVENTS_CHANNEL, *args)
+        if self._batcher is not None:
+            raw = await self._batcher.run(self._scripts[operation], keys, arguments)
+        else:
+            raw = await self._scripts[operation](keys=keys, args=arguments)
         self._report(name, raw)
         return raw
 
