@@ -349,6 +349,7 @@ def run_propagation(service_urls: tuple[str, ...], options: Options) -> None:
         watchers.append((ours, process))
     slowest: list[float] = []
     every: list[float] = []
+    answered: list[float] = []
     try:
         for conn, _ in watchers:
             if not conn.poll(60.0) or conn.recv() != "ready":
@@ -358,6 +359,7 @@ def run_propagation(service_urls: tuple[str, ...], options: Options) -> None:
             started = time.monotonic()
             answer = admin.post(f"/breakers/{name}/{path}", json={"reason": "bench"})
             answer.raise_for_status()
+            answered.append((time.monotonic() - started) * 1000)
             generation = answer.json()["generation"]
             seen_ms = [(first_view(conn, generation, mode) - started) * 1000 for conn, _ in watchers]
             slowest.append(max(seen_ms))
@@ -375,10 +377,16 @@ def run_propagation(service_urls: tuple[str, ...], options: Options) -> None:
         f"replicas), {options.transitions} forced transitions; ms from just before the admin request to the "
         "clients' views"
     )
-    for label, values in (("every client knows it (slowest of 8)", slowest), ("one client's view", every)):
+    figures = (
+        ("every client knows it (slowest of 8)", slowest),
+        ("one client's view", every),
+        ("for scale: the admin request answered", answered),
+    )
+    for label, values in figures:
+        goal = "" if label.startswith("for scale") else "   (goal p99 <= 10)"
         print(
             f"   {label:<42} p50 {statistics.median(values):7.2f}   p99 {quantile_ms(values, 0.99):7.2f}   "
-            f"max {max(values):7.2f}   (goal p99 <= 10)"
+            f"max {max(values):7.2f}{goal}"
         )
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from redis.crc import key_slot
 
-from breaker_client.protocol.models import BreakerConfig, Outcome, State, Transition
+from breaker_client.protocol.models import BreakerConfig, ConfigPatch, Outcome, State, Transition
 from breaker_service.store.breaker_redis import RedisStore
 from breaker_service.store.connection_redis import create_redis
 from breaker_service.store.keys import state_key
@@ -129,6 +129,15 @@ async def test_concurrent_failures_trip_a_breaker_exactly_once_on_a_cluster(clus
 
     assert (snapshot.state, snapshot.counts.failure) == (State.OPEN, 120)
     assert [(t.from_state, t.to_state) for t in history] == [(State.CLOSED, State.OPEN)]
+
+
+async def test_a_report_id_counts_once_and_patch_works_on_every_node(cluster_store: RedisStore) -> None:
+    for name in NAMES:  # the report key shares the breaker's hash tag, so record.lua stays in one slot
+        await cluster_store.record(name, Outcome(outcome="failure", count=2, report_id="once"))
+        again = await cluster_store.record(name, Outcome(outcome="failure", count=2, report_id="once"))
+        patched = await cluster_store.patch(name, ConfigPatch(failure_threshold=9), actor="ops", reason="tune")
+        assert again.counts.failure == 2
+        assert patched.config.failure_threshold == 9
 
 
 async def test_transitions_on_every_node_reach_one_subscriber(cluster_store: RedisStore) -> None:

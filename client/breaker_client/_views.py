@@ -164,6 +164,9 @@ class Views:
                 deadline=None,
             )
         )
+        # Whatever the new state, the machine under it is new (a reset or a force starts an unproven one): trust
+        # through this breaker is earned again, as after any change that made it strict.
+        self._bump(transition.name)
         self._notify()
         return True
 

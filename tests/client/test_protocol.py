@@ -103,3 +103,20 @@ async def test_a_view_knows_the_breakers_failure_count_from_its_snapshot(make_cl
     view = client.view("payments")
     assert view is not None
     assert (view.state, view.consecutive_failures) == (State.CLOSED, 1)
+
+
+async def test_after_a_reset_trust_is_earned_again_through_the_service(
+    make_client: ClientFactory, service: ServiceHarness
+) -> None:
+    client, transport = await make_client()
+    await client.breaker("payments").call(ok)
+    await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.healthy)
+    generation = client.view("payments").generation  # type: ignore[union-attr]
+
+    await service.admin("POST", "/breakers/payments/reset", {"reason": "fresh start"})
+    await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.generation > generation)
+    transport.clear()
+    for _ in range(3):
+        await client.breaker("payments").call(ok)
+
+    assert len(transport.to("/acquire")) == 1, "a reset starts an unproven machine: one call asks, then fast again"

@@ -15,7 +15,8 @@ from msgspec import Meta, Struct, field
 
 NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _NAME_RE: Final = re.compile(NAME_PATTERN)
-REPORT_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}\Z"  # \Z: a trailing newline does not match
+REPORT_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}(?![\s\S])"
+"""Whole-string match in Python and in JSON Schema alike: `$` would let a trailing newline through."""
 PROTOCOL_VERSION: Final = "1.1"
 
 MAX_COUNT: Final = 1_000_000
