@@ -19,7 +19,7 @@ from breaker_service.context import AppContext
 from breaker_service.errors import ServiceError
 from breaker_service.logs import RequestContextMiddleware, configure_logging, current_correlation_id
 from breaker_service.metrics import LatencyMiddleware, Metrics
-from breaker_service.middleware import BodyLimitMiddleware
+from breaker_service.middleware import BodyLimitMiddleware, JsonBodyMiddleware
 from breaker_service.monitor import HealthMonitor
 from breaker_service.responses import MsgspecResponse, error_body, error_response
 from breaker_service.routes import breakers, degradation, events, health, meta
@@ -76,10 +76,14 @@ def create_app(
             Middleware(RequestContextMiddleware),
             Middleware(LatencyMiddleware, metrics=ctx.metrics),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+            Middleware(JsonBodyMiddleware),
         ],
         exception_handlers={ServiceError: on_service_error, HTTPException: on_http_exception},
         lifespan=lifespan,
     )
+    # A trailing slash is a 404 like any unknown path: Starlette's redirect would build its Location from the Host
+    # header the client sent.
+    app.router.redirect_slashes = False
     app.state.context = ctx
     return app
 
@@ -135,6 +139,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.warning("store: in memory, state is lost on restart; run ONE replica only (set REDIS_URL to share)")
     else:
         log.info("store: redis", cluster=ctx.settings.redis_cluster)
+    if ctx.settings.client_tokens is None:
+        log.warning(
+            "DEVELOPMENT MODE: BREAKER_CLIENT_TOKENS is unset, so client and reader routes (acquire, record, queues,"
+            " every read) are OPEN to anyone who can reach this port; set BREAKER_CLIENT_TOKENS in production"
+        )
     if not ctx.settings.admin_tokens:
         log.warning("no BREAKER_ADMIN_TOKENS: admin routes refuse every request")
     await store.start()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 import msgspec
 import structlog
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 
 from breaker_client.protocol.catalogue import ErrorCode
 from breaker_service.errors import ServiceError
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from structlog.typing import EventDict
 
 HEADER: Final = "X-Correlation-ID"
+CLIENT_CLOSED: Final = 499
+"""The status the request line shows when the client went away mid-request (nginx's convention); never sent."""
 _VALID_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 _LOG_ENCODER: Final = msgspec.json.Encoder(enc_hook=repr)
@@ -99,6 +102,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away before its body arrived whole: nothing to answer, and not our failure.
+            status = CLIENT_CLOSED
+            log.info("client disconnected before its request body arrived whole")
         except Exception as exc:
             if isinstance(exc, ServiceError):
                 response = error_response(exc, correlation_id)
@@ -132,6 +139,8 @@ def route_template(scope: Scope) -> str:
 
 
 def _canonical_line(status: int) -> Any:
+    if status == CLIENT_CLOSED:
+        return log.info
     if status >= 500:
         return log.error
     return log.warning if status >= 400 else log.info

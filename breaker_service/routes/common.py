@@ -21,6 +21,7 @@ from starlette.responses import Response
 from breaker_client.protocol.models import NAME_PATTERN, Reason
 from breaker_service.context import context
 from breaker_service.errors import InvalidRequestError
+from breaker_service.nesting import MAX_DEPTH, nests_deeper_than
 
 if TYPE_CHECKING:
     from breaker_service.auth import Role
@@ -108,18 +109,30 @@ def audit_reason(request: Request) -> str | None:
 
 
 async def read_body(request: Request, decoder: msgspec.json.Decoder[T], *, empty: bytes | None = None) -> T:
-    """The body decoded by `decoder`; `empty` stands in for a body of zero bytes when given."""
+    """The body decoded by `decoder`; `empty` stands in for a body of zero bytes when given.
+
+    A body nested deeper than `MAX_DEPTH` is refused before decoding (400); `RecursionError` is caught as well, for
+    an unbalanced body the depth check lets through to the decoder.
+    """
     body = await request.body()
     if empty is not None and not body.strip():
         body = empty
+    if nests_deeper_than(body):
+        raise _not_json(f"arrays and objects nest deeper than {MAX_DEPTH} levels", max_depth=MAX_DEPTH)
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise _invalid(exc, "body") from None
     except msgspec.DecodeError as exc:
-        raise InvalidRequestError(
-            f"the body is not valid JSON: {exc}", status=400, details={"location": "body"}
-        ) from None
+        raise _not_json(str(exc)) from None
+    except RecursionError:
+        raise _not_json(f"arrays and objects nest deeper than {MAX_DEPTH} levels", max_depth=MAX_DEPTH) from None
+
+
+def _not_json(why: str, **details: Any) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"the body is not valid JSON: {why}", status=400, details={"location": "body", **details}
+    )
 
 
 def convert_body(value: Any, kind: type[T]) -> T:
