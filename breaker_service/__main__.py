@@ -15,6 +15,7 @@ import uvicorn
 from breaker_service.app import context_of, create_app
 from breaker_service.config import ConfigError
 from breaker_service.logs import configure_logging
+from breaker_service.server_limits import server_options
 from breaker_service.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -56,6 +57,12 @@ def main() -> int:
         where = urllib.parse.urlsplit(settings.redis_url)  # never print the password
         store = f"redis ({where.scheme}://{where.hostname}:{where.port or 6379})"
     print(f"breaker-service: store {store}, serving on http://{settings.host}:{settings.port}", file=sys.stderr)
+    if settings.client_tokens is None:
+        print(
+            "breaker-service: WARNING: BREAKER_CLIENT_TOKENS is unset: client and reader routes are open to anyone"
+            " who can reach this port (development mode)",
+            file=sys.stderr,
+        )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -64,6 +71,7 @@ def main() -> int:
         access_log=False,  # the app writes one JSON line per request itself
         timeout_graceful_shutdown=10,
         lifespan="on",
+        **server_options(settings),  # request head size, client timeout, JSON errors: all in server_limits.py
     )
     _Server(config, app).run()
     return 0
