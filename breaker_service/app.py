@@ -26,7 +26,7 @@ from breaker_service.routes import breakers, degradation, events, health, meta
 from breaker_service.routes import queues as queue_routes
 from breaker_service.settings import Settings
 from breaker_service.store.breaker_memory import MemoryStore
-from breaker_service.store.queue_base import QueueLimits
+from breaker_service.store.queue_base import QueueBounds, QueueLimits
 from breaker_service.store.queue_memory import MemoryQueueStore
 
 if TYPE_CHECKING:
@@ -107,13 +107,14 @@ def build_store(settings: Settings, config: ServiceConfig, redis: RedisClient | 
 def build_queues(settings: Settings, config: ServiceConfig, redis: RedisClient | None = None) -> QueueStore:
     """MemoryQueueStore without REDIS_URL; else RedisQueueStore on `redis` (the breaker store's), or on its own."""
     limits = QueueLimits({name: queue.max_attempts for name, queue in config.queues.items()})
+    bounds = QueueBounds(max_jobs=settings.queue_max_jobs, max_claim_bytes=settings.max_body_bytes)
     if settings.redis_url is None:
-        return MemoryQueueStore(max_attempts=limits)
+        return MemoryQueueStore(max_attempts=limits, bounds=bounds)
     from breaker_service.store.connection_redis import create_redis
     from breaker_service.store.queue_redis import RedisQueueStore
 
     client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
-    return RedisQueueStore(client, max_attempts=limits, owns_client=redis is None)
+    return RedisQueueStore(client, max_attempts=limits, owns_client=redis is None, bounds=bounds)
 
 
 def shared_redis(settings: Settings) -> RedisClient | None:
