@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import structlog
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from breaker_client._catalogue import ErrorCode
-from breaker_client._models import JSON_ENCODER
+from breaker_client.protocol.catalogue import ErrorCode
+from breaker_client.protocol.models import JSON_ENCODER
 from breaker_service.responses import error_body
 
 if TYPE_CHECKING:

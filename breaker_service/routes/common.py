@@ -100,6 +100,19 @@ def query_value(request: Request, key: str, kind: Any, default: Any) -> Any:
     return default if raw is None else _convert(raw, kind, "query", key)
 
 
+def query_list(request: Request, key: str, kind: Any) -> Any:
+    """A comma-separated query parameter converted and checked against `kind` (a list type), or None when absent."""
+    raw = request.query_params.get(key)
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw.split(","), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(
+            f"bad query parameter {key!r}: {exc}", details={"location": "query", "path": key}
+        ) from None
+
+
 def audit_reason(request: Request) -> str | None:
     """The optional `?reason=` of PUT and DELETE, bound into the log line."""
     reason: str | None = query_value(request, "reason", Reason, None)
