@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, cast
 
 from breaker_service.errors import StoreUnavailableError
 from breaker_service.event_hub import EventHub
+from breaker_service.logs import DenialLog
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
@@ -38,6 +39,7 @@ class AppContext:
         self.auth = auth
         self.metrics = metrics
         self.hub = EventHub()
+        self.denials = DenialLog()
         """The replica's one subscription to the store's events, shared by every `/events` stream."""
         self.stopping = asyncio.Event()
         """Set when the server begins to shut down: event streams end so connections can close."""

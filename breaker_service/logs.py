@@ -3,6 +3,10 @@
 Every log line is JSON with timestamp, level, event and the request's correlation_id (plus `breaker` once a route
 binds it). The middleware is also the last resort for errors nothing else handled: it answers the contract's error
 body (500, no traceback) and logs the exception, so the client always gets the correlation id back.
+
+Two kinds of request are logged differently (DESIGN.md v1.1): a denied acquire writes no request line; `DenialLog`
+writes at most one line per breaker per second instead, with the count of denials since its last line. An admin
+action is one INFO line: its request line, which carries `action`, `actor`, `breaker` and `reason`.
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ from breaker_service.errors import ServiceError
 from breaker_service.responses import MsgspecResponse, error_body, error_response
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from structlog.typing import EventDict
 
 HEADER: Final = "X-Correlation-ID"
+QUIET: Final = "quiet_request_line"
+"""A route sets `request.state.quiet_request_line = True` when another log line stands for the request."""
+DENIAL_INTERVAL_S: Final = 1.0
 CLIENT_CLOSED: Final = 499
 """The status the request line shows when the client went away mid-request (nginx's convention); never sent."""
 _VALID_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -102,6 +111,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+            if scope.get("state", {}).get(QUIET):
+                return  # its own log (DenialLog) speaks for it
         except ClientDisconnect:
             # The client went away before its body arrived whole: nothing to answer, and not our failure.
             status = CLIENT_CLOSED
@@ -123,6 +134,31 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
+
+
+class DenialLog:
+    """Denied acquires, logged at most once per breaker per `interval_s` with the count since the last line.
+
+    The count of denials after a breaker's last line waits for its next denial (a storm that stops leaves its tail
+    unlogged; the metrics count every one). Memory is one entry per breaker, bounded by the breaker cap.
+    """
+
+    def __init__(self, interval_s: float = DENIAL_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last_line: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def denied(self, name: str, **facts: Any) -> None:
+        """Count one denial of `name`; log it (with `facts`) unless a line for `name` went out within the interval."""
+        now = self._clock()
+        count = self._unlogged.pop(name, 0) + 1
+        last = self._last_line.get(name)
+        if last is not None and now - last < self._interval_s:
+            self._unlogged[name] = count
+            return
+        self._last_line[name] = now
+        log.info("calls denied", breaker=name, denied=count, **facts)
 
 
 def internal_error_response(correlation_id: str | None) -> MsgspecResponse:

@@ -114,6 +114,9 @@ async def acquire(request: Request) -> Response:
     body = await read_body(request, _ACQUIRE, empty=b"{}")
     decision = await ctx.store.acquire(name, lease=body.lease)
     ctx.metrics.decision(name, decision)
+    if not decision.allowed:  # one line per breaker per second, not one per denied call
+        request.state.quiet_request_line = True
+        ctx.denials.denied(name, state=decision.state, retry_after_s=decision.retry_after_s)
     return MsgspecResponse(decision)
 
 

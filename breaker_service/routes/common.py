@@ -10,7 +10,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 import structlog
@@ -19,12 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from breaker_client.protocol.models import NAME_PATTERN, Reason
+from breaker_service.auth import Role
 from breaker_service.context import context
 from breaker_service.errors import InvalidRequestError
 from breaker_service.nesting import MAX_DEPTH, nests_deeper_than
-
-if TYPE_CHECKING:
-    from breaker_service.auth import Role
 
 T = TypeVar("T")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -74,6 +72,8 @@ def operation(summary: str, *, role: Role | None, **facts: Any) -> Callable[[End
             if "name" in request.path_params:
                 name = _convert(request.path_params["name"], Name, "path", "name")
                 structlog.contextvars.bind_contextvars(breaker=name)
+            if role is Role.ADMIN:  # the request line is the action's one INFO line
+                structlog.contextvars.bind_contextvars(action=handler.__name__.replace("_", "-"))
             return await handler(request)
 
         OPERATIONS[guarded] = Operation(summary, role, **facts)
