@@ -111,8 +111,6 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-            if scope.get("state", {}).get(QUIET):
-                return  # its own log (DenialLog) speaks for it
         except ClientDisconnect:
             # The client went away before its body arrived whole: nothing to answer, and not our failure.
             status = CLIENT_CLOSED
@@ -126,14 +124,15 @@ class RequestContextMiddleware:
             if not response_started:  # else the answer is under way and this connection can say no more
                 await response(scope, receive, send_with_id)
         finally:
-            _canonical_line(status)(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                route=route_template(scope),
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+            if not scope.get("state", {}).get(QUIET):  # else another line (DenialLog) speaks for this request
+                _canonical_line(status)(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    route=route_template(scope),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                )
 
 
 class DenialLog:
