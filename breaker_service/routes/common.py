@@ -61,6 +61,8 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {}
 def operation(summary: str, *, role: Role | None, **facts: Any) -> Callable[[Endpoint], Endpoint]:
     """Declare an endpoint: check its role and its `{name}`, bind `actor`/`breaker` for the logs, then run it."""
 
+    known_query = frozenset(facts.get("query", {}))
+
     def decorate(handler: Endpoint) -> Endpoint:
         @functools.wraps(handler)
         async def guarded(request: Request) -> Response:
@@ -72,6 +74,12 @@ def operation(summary: str, *, role: Role | None, **facts: Any) -> Callable[[End
             if "name" in request.path_params:
                 name = _convert(request.path_params["name"], Name, "path", "name")
                 structlog.contextvars.bind_contextvars(breaker=name)
+            unknown = sorted(set(request.query_params) - known_query)
+            if unknown:  # like an unknown body field: a typo must not pass silently
+                raise InvalidRequestError(
+                    f"unknown query parameter {unknown[0]!r}",
+                    details={"location": "query", "path": unknown[0], "allowed": sorted(known_query)},
+                )
             if role is Role.ADMIN:  # the request line is the action's one INFO line
                 structlog.contextvars.bind_contextvars(action=handler.__name__.replace("_", "-"))
             return await handler(request)
