@@ -512,3 +512,19 @@ async def test_every_admin_action_is_one_info_line(
     [line] = [line for line in mine if line["event"] == "request"]  # a change it causes may have a line of its own
     assert (line["log_level"], line["action"], line["actor"]) == ("info", action, "test-admin")
     assert {other["log_level"] for other in mine} == {"info"}
+
+
+@pytest.mark.parametrize(
+    "path", ["/breakers?limt=5", f"/breakers/{PROBE}?x=1", f"/breakers/{PROBE}/history?limit=1&cursor=a", "/health?a="]
+)
+async def test_an_unknown_query_parameter_is_422(untouched: httpx.AsyncClient, path: str) -> None:
+    error = assert_error(await untouched.get(path, headers=CLIENT), 422, "ORC_001")
+
+    assert error["details"]["location"] == "query"
+
+
+async def test_the_document_publishes_patterns_in_json_schema_dialect(rig: Rig) -> None:
+    document = (await rig.client.get("/openapi.json")).text
+
+    assert "\\\\Z" not in document
+    assert '"pattern":"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"' in document
