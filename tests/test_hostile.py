@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     import redis.asyncio
     from starlette.applications import Starlette
 
-    from breaker_service.store.base import BreakerStore
-    from breaker_service.store.scripts import RedisClient
+    from breaker_service.store.breaker_base import BreakerStore
+    from breaker_service.store.connection_redis import RedisClient
 
 PROBE: Final = "probe"
 Q: Final = "outbox"
@@ -79,7 +79,7 @@ async def rig(store_url: str | None) -> AsyncIterator[Rig]:
     store: BreakerStore = memory_store(settings)
     client: RedisClient | None = None
     if store_url is not None:
-        from breaker_service.store.redis_store import create_redis
+        from breaker_service.store.connection_redis import create_redis
 
         client = create_redis(store_url)
         await client.flushdb()
