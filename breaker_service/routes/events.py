@@ -29,7 +29,7 @@ from msgspec import Meta
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from breaker_client.protocol.models import JSON_ENCODER, Snapshot, Transition
+from breaker_client.protocol.models import JSON_ENCODER, NAME_PATTERN, Snapshot, Transition
 from breaker_service.auth import Role
 from breaker_service.context import context
 from breaker_service.errors import ServiceError
@@ -52,6 +52,8 @@ SNAPSHOT_CHUNK: Final = 1000
 """Breakers per opening `snapshot` event at most."""
 MAX_NAMES: Final = 1000
 NameFilter = Annotated[list[Name], Meta(min_length=1, max_length=MAX_NAMES)]
+NamesQuery = Annotated[str, Meta(pattern=rf"^{NAME_PATTERN[1:-2]}(,{NAME_PATTERN[1:-2]})*\Z")]
+"""`?names=a,b` as the document states it (NameFilter checks it, and its count)."""
 KEEPALIVE: Final = b": keepalive\n\n"
 HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -69,7 +71,7 @@ class SnapshotChunk(msgspec.Struct, frozen=True, kw_only=True):
     "Server-sent events: a snapshot, then every change (?names=a,b: only those breakers)",
     role=Role.CLIENT,
     media_type="text/event-stream",
-    query={"names": str},
+    query={"names": NamesQuery},
 )
 async def events(request: Request) -> Response:
     ctx = context(request)
