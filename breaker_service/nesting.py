@@ -2,8 +2,8 @@
 
 msgspec decodes recursively and raises `RecursionError` somewhere past 1,000 levels, and a `msgspec.Raw` payload is
 never decoded by us at all; the contract instead refuses anything deeper than `MAX_DEPTH` (400 ORC_001). The check
-runs on bytes at C speed, with no Python-level loop per character (scripts/bench_nesting.py: ~40 ms for the worst
-1 MiB body on a busy 2-core machine, nothing measurable for an ordinary body):
+runs on bytes at C speed, with no Python-level loop per character (scripts/bench_hostile.py: 60-180 ms for the
+worst 1 MiB body on a busy 2-core machine, by load; nothing measurable for an ordinary body):
 
 1. nearly every body has at most `MAX_DEPTH` brackets in all, so it cannot nest deeper: done;
 2. else drop escape pairs (`\\"` and friends), then strings, then every byte but brackets, turning openers into
