@@ -69,7 +69,14 @@ def payload_bytes(payload: msgspec.Raw, max_bytes: int) -> bytes:
     return data
 
 
-@operation("Add a job (creates the queue)", role=Role.CLIENT, body=EnqueueRequest, answer=Enqueued, status=202)
+@operation(
+    "Add a job (creates the queue); 409 while the queue is full",
+    role=Role.CLIENT,
+    body=EnqueueRequest,
+    answer=Enqueued,
+    status=202,
+    errors=(409,),
+)
 async def enqueue(request: Request) -> Response:
     ctx, name = context(request), queue_of(request)
     body = await read_body(request, _ENQUEUE)
