@@ -144,9 +144,10 @@ async def test_oversized_request_heads_are_refused_and_stall_nobody(target: Targ
     async with prober(target) as latencies:
         answers = await gather(*(exchange(target, r) for r in (huge_header, many_headers, long_target, one_read)))
 
-    for answer in answers:  # 431 with the contract's body, or closed before the whole head could be sent
+    # 431 with the contract's body, or closed: the server stops reading at the limit, and a close with unread
+    # bytes may reach the client as a reset before the 431 does. A head that arrived whole gets its 431.
+    for answer in answers:
         assert status_and_error(answer) in {(431, "ORC_001"), None}
-    assert status_and_error(answers[1]) == (431, "ORC_001")
     assert status_and_error(answers[3]) == (431, "ORC_001")
     assert latencies
     assert await fingerprint(target) == before
@@ -167,8 +168,10 @@ async def test_slow_and_idle_clients_are_cut_and_stall_nobody(target: Target) ->
             *(exchange(target, slow_body, pause_s=0.5) for _ in range(5)),
         )
 
-    for answer in answers[:20]:
+    for answer in answers[:10]:  # idle: nothing sent, so nothing can turn the close into a reset
         assert status_and_error(answer) == (408, "ORC_001")
+    for answer in answers[10:20]:  # 408, or closed (a byte sent after the close is answered with a reset)
+        assert status_and_error(answer) in {(408, "ORC_001"), None}
     for answer in answers[20:]:  # the app was reading the body: the connection is closed, nothing stored
         assert answer == b""
     assert latencies
