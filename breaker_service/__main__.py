@@ -60,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = urllib.parse.urlsplit(settings.redis_url)  # never print the password
         store = f"redis ({where.scheme}://{where.hostname}:{where.port or 6379})"
     print(f"breaker-service: store {store}, serving on http://{settings.host}:{settings.port}", file=sys.stderr)
+    if settings.client_tokens is None:
+        print(
+            "breaker-service: WARNING: BREAKER_CLIENT_TOKENS is unset: client and reader routes are open to anyone"
+            " who can reach this port (development mode)",
+            file=sys.stderr,
+        )
     return serve(settings, app)
 
 

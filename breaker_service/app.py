@@ -19,14 +19,14 @@ from breaker_service.errors import ServiceError
 from breaker_service.hot_path import ServiceApp, is_admin_action
 from breaker_service.logs import AccessLog, RequestContextMiddleware, configure_logging, current_correlation_id
 from breaker_service.metrics import LatencyMiddleware, Metrics
-from breaker_service.middleware import BodyLimitMiddleware
+from breaker_service.middleware import BodyLimitMiddleware, JsonBodyMiddleware
 from breaker_service.monitor import HealthMonitor
 from breaker_service.responses import MsgspecResponse, error_body, error_response
 from breaker_service.routes import audit, breakers, degradation, events, health, meta
 from breaker_service.routes import queues as queue_routes
 from breaker_service.settings import Settings
 from breaker_service.store.breaker_memory import MemoryStore
-from breaker_service.store.queue_base import QueueLimits
+from breaker_service.store.queue_base import QueueBounds, QueueLimits
 from breaker_service.store.queue_memory import MemoryQueueStore
 
 if TYPE_CHECKING:
@@ -82,10 +82,14 @@ def create_app(
             Middleware(RequestContextMiddleware, access_log=access_log),
             Middleware(LatencyMiddleware, metrics=ctx.metrics),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+            Middleware(JsonBodyMiddleware),
         ],
         exception_handlers={ServiceError: on_service_error, HTTPException: on_http_exception},
         lifespan=lifespan,
     )
+    # A trailing slash is a 404 like any unknown path: Starlette's redirect would build its Location from the Host
+    # header the client sent.
+    app.router.redirect_slashes = False
     app.state.context = ctx
     return app
 
@@ -115,13 +119,14 @@ def build_store(
 def build_queues(settings: Settings, config: ServiceConfig, redis: RedisClient | None = None) -> QueueStore:
     """MemoryQueueStore without REDIS_URL; else RedisQueueStore on `redis` (the breaker store's), or on its own."""
     limits = QueueLimits({name: queue.max_attempts for name, queue in config.queues.items()})
+    bounds = QueueBounds(max_jobs=settings.queue_max_jobs, max_claim_bytes=settings.max_body_bytes)
     if settings.redis_url is None:
-        return MemoryQueueStore(max_attempts=limits)
+        return MemoryQueueStore(max_attempts=limits, bounds=bounds)
     from breaker_service.store.connection_redis import create_redis
     from breaker_service.store.queue_redis import RedisQueueStore
 
     client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
-    return RedisQueueStore(client, max_attempts=limits, owns_client=redis is None)
+    return RedisQueueStore(client, max_attempts=limits, owns_client=redis is None, bounds=bounds)
 
 
 def shared_redis(settings: Settings) -> RedisClient | None:
@@ -147,6 +152,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.warning("store: in memory, state is lost on restart; run ONE replica only (set REDIS_URL to share)")
     else:
         log.info("store: redis", cluster=ctx.settings.redis_cluster)
+    if ctx.settings.client_tokens is None:
+        log.warning(
+            "DEVELOPMENT MODE: BREAKER_CLIENT_TOKENS is unset, so client and reader routes (acquire, record, queues,"
+            " every read) are OPEN to anyone who can reach this port; set BREAKER_CLIENT_TOKENS in production"
+        )
     if not ctx.settings.admin_tokens:
         log.warning("no BREAKER_ADMIN_TOKENS: admin routes refuse every request")
     await store.start()

@@ -43,7 +43,7 @@ BUNDLED: Final = "default_config.toml"
 RESERVED_NAMES: Final = frozenset({"redis"})
 """Names a declared breaker cannot take: `/health/dependencies` reports the store under `redis`."""
 
-ProbeUrl = Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=2000)]
+ProbeUrl = Annotated[str, Meta(pattern=r"^https?://\S+\Z", max_length=2000)]
 ProbeSeconds = Annotated[float, Meta(gt=0, le=3600)]
 PROBE_FIELDS: Final = ("probe_interval_s", "probe_timeout_s")
 """Keys of `[defaults]` that are not BreakerConfig fields: they set the active probes, for every probe URL."""

@@ -41,6 +41,7 @@ class AppContext:
         self.denials = DenialLog()
         """Denied acquires, logged once per breaker per second with their count."""
         self.hub = EventHub()
+        self.denials = DenialLog()
         """The replica's one subscription to the store's events, shared by every `/events` stream."""
         self.stopping = asyncio.Event()
         """Set when the server begins to shut down: event streams end so connections can close."""

@@ -3,6 +3,7 @@
 ServiceError
   ├ InvalidRequestError      ORC_001  malformed JSON, bad field, bad name (422, or 400 for non-JSON)
   ├ BreakerCapError          ORC_002  creating one more breaker than BREAKER_MAX_BREAKERS allows
+  ├ QueueFullError           ORC_002  one more job than BREAKER_QUEUE_MAX_JOBS in a queue
   ├ WorkflowError            ORC_003  an operation not allowed in this state
   ├ StoreUnavailableError    ORC_005  the store cannot be reached for a write (wraps redis.RedisError)
   ├ UnauthenticatedError     ORC_007  no, malformed or unknown credentials
@@ -38,6 +39,12 @@ class InvalidRequestError(ServiceError):
 
 class BreakerCapError(ServiceError):
     """Creating the breaker would exceed the configured cap."""
+
+    code = ErrorCode.BUSINESS_RULE
+
+
+class QueueFullError(ServiceError):
+    """The queue holds its maximum of jobs."""
 
     code = ErrorCode.BUSINESS_RULE
 

@@ -9,6 +9,9 @@ something: every error answer (4xx WARNING, 5xx ERROR) and every admin action (I
 as a sample, `BREAKER_ACCESS_LOG_SAMPLE` of them (default 0: none; 1: all). A denied acquire is not an error, so
 `DenialLog` writes one line per breaker per second at most, with the count since the previous one; transitions are
 logged by the app's transition watch.
+
+A client that goes away mid-request is one INFO line (status 499, never sent). An admin action's line carries
+`action`, `actor`, `breaker` and `reason`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 import msgspec
 import structlog
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 
 from breaker_client.protocol.catalogue import ErrorCode
 from breaker_service.errors import ServiceError
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 
 HEADER: Final = "X-Correlation-ID"
 DENIAL_INTERVAL_S: Final = 1.0
+CLIENT_CLOSED: Final = 499
+"""The status the request line shows when the client went away mid-request (nginx's convention); never sent."""
 _VALID_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 _LOG_ENCODER: Final = msgspec.json.Encoder(enc_hook=repr)
@@ -188,6 +194,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away before its body arrived whole: nothing to answer, and not our failure.
+            status = CLIENT_CLOSED
+            log.info("client disconnected before its request body arrived whole")
         except Exception as exc:
             if isinstance(exc, ServiceError):
                 response = error_response(exc, correlation_id)
@@ -214,6 +224,8 @@ def route_template(scope: Scope) -> str:
 
 
 def _canonical_line(status: int) -> Any:
+    if status == CLIENT_CLOSED:
+        return log.info
     if status >= 500:
         return log.error
     return log.warning if status >= 400 else log.info

@@ -1,17 +1,21 @@
-"""Request body limit, as pure ASGI: 413 ORC_010 before an oversized body is read whole."""
+"""Request body rules, as pure ASGI: 413 ORC_010 before an oversized body is read whole; 415 ORC_001 for a body
+that is not declared JSON."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from starlette.datastructures import Headers
 
-from breaker_service.errors import BodyTooLargeError
+from breaker_service.errors import BodyTooLargeError, InvalidRequestError
 from breaker_service.logs import current_correlation_id
 from breaker_service.responses import error_response
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+JSON_MEDIA_TYPE: Final = "application/json"
+BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 
 
 class BodyLimitMiddleware:
@@ -49,3 +53,29 @@ class BodyLimitMiddleware:
             f"the request body is larger than {self.max_body_bytes} bytes",
             details={"max_body_bytes": self.max_body_bytes},
         )
+
+
+class JsonBodyMiddleware:
+    """A POST, PUT or PATCH that carries a body must declare it `application/json` (parameters such as `charset`
+    allowed), else 415 ORC_001 before any route runs: no cross-site "simple" request (a form or `text/plain` POST
+    from any web page) reaches a route, whether or not that route reads its body. A request without a body (no
+    Content-Length, or 0, and no Transfer-Encoding) needs no Content-Type."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in BODY_METHODS:
+            headers = Headers(scope=scope)
+            has_body = headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers
+            declared = headers.get("content-type")
+            media_type = (declared or "").partition(";")[0].strip().lower()
+            if has_body and media_type != JSON_MEDIA_TYPE:
+                error = InvalidRequestError(
+                    f"the body must be {JSON_MEDIA_TYPE}, not {declared or 'undeclared'}",
+                    status=415,
+                    details={"content_type": declared, "expected": JSON_MEDIA_TYPE},
+                )
+                await error_response(error, current_correlation_id())(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

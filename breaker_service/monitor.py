@@ -150,8 +150,7 @@ class HealthMonitor:
         record = await self._status.force(
             mode, reason=reason, actor=actor, ttl_s=ttl_s, derived=derived, derived_reason=derived_reason
         )
-        forced = "none" if mode is None else mode.value
-        log.warning("degradation override", forced=forced, reason=reason, ttl_s=ttl_s, actor=actor)
+        # Logged by the request's own line (action, actor, forced, reason, ttl_s): an admin action is one INFO line.
         self._remember(record)
         return record.state
 

@@ -22,15 +22,24 @@ if TYPE_CHECKING:
 
 REF_TEMPLATE: Final = "#/components/schemas/{name}"
 _ERROR_REF: Final = {"$ref": REF_TEMPLATE.format(name="ErrorBody")}
-_UNTYPED: Final = {"application/json": {"type": "object"}}
+_UNTYPED: Final = {
+    "application/json": {"type": "object"},
+    # One Server-Sent Event: its data is the JSON of the event's kind (see routes/events.py).
+    "text/event-stream": {
+        "type": "object",
+        "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+        "required": ["data"],
+    },
+}
 ERRORS: Final = {
-    400: "ORC_001: the body is not JSON",
+    400: "ORC_001: the body is not JSON, or nests deeper than 64 levels",
     401: "ORC_007: no or malformed credentials, or an unknown token",
     403: "ORC_008: credentials without the needed role",
     404: "ORC_009: no such breaker or resource",
-    409: "ORC_002 / ORC_003: a business rule (the breaker cap) or the workflow refuses it",
-    413: "ORC_010: the body is too large",
-    422: "ORC_001: a bad field, name or query value (details.location, details.path)",
+    409: "ORC_002 / ORC_003: a business rule (the breaker cap, a full queue) or the workflow refuses it",
+    413: "ORC_010: the body (or a queue payload) is too large",
+    415: "ORC_001: the body is not declared application/json",
+    422: "ORC_001: a bad field, name or query value, or an unknown query parameter (details.location, details.path)",
     500: "ORC_005: an unexpected server error",
     503: "ORC_005: the store is unreachable",
 }
@@ -53,15 +62,18 @@ def build_openapi(routes: Sequence[BaseRoute]) -> dict[str, Any]:
     for route, op in documented:
         for method in sorted((route.methods or set()) - {"HEAD"}):
             paths.setdefault(route.path, {})[method.lower()] = _operation(route, op, schema_of)
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "breaker-service", "version": breaker_service.__version__},
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
+    document: dict[str, Any] = _ecma_patterns(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "breaker-service", "version": breaker_service.__version__},
+            "paths": paths,
+            "components": {
+                "schemas": components,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+        }
+    )
+    return document
 
 
 def _operation(route: Route, op: Operation, schema_of: dict[Any, Any]) -> dict[str, Any]:
@@ -91,18 +103,31 @@ def _operation(route: Route, op: Operation, schema_of: dict[Any, Any]) -> dict[s
 
 
 def _error_statuses(route: Route, op: Operation) -> set[int]:
-    statuses = {500, *op.errors}
+    statuses = {422, 500, *op.errors}  # 422: an unknown query parameter, on any route
     if op.role is not None:
         statuses |= {401, 503}
     if op.role is Role.ADMIN:
         statuses.add(403)
     if "name" in route.param_convertors:
-        statuses |= {404, 422}
-    if op.query:
-        statuses.add(422)
+        statuses.add(404)
     if op.body is not None:
-        statuses |= {400, 413, 422}
+        statuses |= {400, 413, 415}
     return statuses
+
+
+def _ecma_patterns(node: Any) -> Any:
+    """Patterns end in `\\Z` for Python (where `$` also matches before a final newline); JSON Schema's regex dialect
+    (ECMA 262) has no `\\Z`, and its `$` already means the very end."""
+    if isinstance(node, dict):
+        return {
+            key: value[:-2] + "$"
+            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z")
+            else _ecma_patterns(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_ecma_patterns(item) for item in node]
+    return node
 
 
 def _parameter(where: str, name: str, kind: Any) -> dict[str, Any]:

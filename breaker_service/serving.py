@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from breaker_service.app import context_of, main_app
 from breaker_service.coalesce import coalesced
+from breaker_service.server_limits import server_options
 
 if TYPE_CHECKING:
     import socket
@@ -68,19 +68,22 @@ class _Server(uvicorn.Server):
 
 def server_config(settings: Settings, app: Starlette) -> uvicorn.Config:
     """uvicorn on uvloop and httptools (the fastest pair measured, scripts/bench_service.py) with one write per
-    answer (`coalesce.py`), no access log of its own: the app writes the lines its policy asks for."""
+    answer (`coalesce.py`), no access log of its own: the app writes the lines its policy asks for. The limits on
+    request heads and slow clients are `server_limits.py`'s."""
+    options = server_options(settings)
+    options["http"] = coalesced(options["http"])
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "auto",
-        http=coalesced(HttpToolsProtocol),
         log_level=settings.log_level.lower(),
         access_log=False,
         proxy_headers=False,  # nothing reads the client's address; the layer cost 1.5 % of a request's CPU
         server_header=False,  # one header less to write on every answer, and nothing advertised
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
         lifespan="on",
+        **options,
     )
 
 

@@ -29,6 +29,10 @@ ENV_NAMES: Final = {
     "sse_keepalive_s": "BREAKER_SSE_KEEPALIVE_S",
     "access_log_sample": "BREAKER_ACCESS_LOG_SAMPLE",
     "workers": "BREAKER_WORKERS",
+    "max_header_bytes": "BREAKER_MAX_HEADER_BYTES",
+    "client_timeout_s": "BREAKER_CLIENT_TIMEOUT_S",
+    "queue_max_jobs": "BREAKER_QUEUE_MAX_JOBS",
+    "queue_max_payload_bytes": "BREAKER_QUEUE_MAX_PAYLOAD_BYTES",
 }
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "redis+sentinel://", "unix://")
 
@@ -61,6 +65,10 @@ class Settings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, re
     """The share of successful, non-admin requests that get an access line (errors and admin actions always do)."""
     workers: Annotated[int, Meta(ge=1, le=256)] | Literal["auto"] = 1
     """Server processes sharing the port; `auto`: one per core this process may run on."""
+    max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
+    client_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    queue_max_jobs: Annotated[int, Meta(ge=1)] = 100_000
+    queue_max_payload_bytes: Annotated[int, Meta(ge=1)] = 64 * 1024
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):

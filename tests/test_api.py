@@ -191,7 +191,7 @@ async def test_openapi_says_what_is_served(client: httpx.AsyncClient) -> None:
     assert acquire["requestBody"]["required"] is False, "an empty body is `{}`"
     assert "lease" in schemas["AcquireRequest"]["properties"]
     record = paths["/breakers/{name}/record"]["post"]
-    assert set(record["responses"]) == {"200", "400", "401", "404", "409", "413", "422", "500", "503"}
+    assert set(record["responses"]) == {"200", "400", "401", "404", "409", "413", "415", "422", "500", "503"}
     assert record["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }

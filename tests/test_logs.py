@@ -17,7 +17,7 @@ from breaker_service.store.breaker_memory import MemoryStore
 from tests.fixtures.app import ADMIN, CLIENT, assert_error, make_settings, memory_store, running_app
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
     import httpx
     from structlog.typing import EventDict
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class BrokenStore(MemoryStore):
     """A store with a bug: listing breakers raises."""
 
-    async def snapshots(self) -> list[Snapshot]:
+    async def snapshots(self, names: Sequence[str] | None = None) -> list[Snapshot]:
         raise RuntimeError("secret internals")
 
 

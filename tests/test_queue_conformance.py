@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Final, Literal
 import msgspec
 import pytest
 
-from breaker_service.store.queue_base import IDEMPOTENCY_TTL_S, QueueLimits
+from breaker_service.errors import QueueFullError
+from breaker_service.store.queue_base import DEFAULT_BOUNDS, IDEMPOTENCY_TTL_S, QueueBounds, QueueLimits
 from breaker_service.store.queue_memory import MemoryQueueStore
 from tests.test_conformance import FakeClock, RedisTimeClock, StoreClock
 
@@ -46,20 +47,28 @@ class QueueKit:
     memory: MemoryQueueStore | None = None
 
     async def store(
-        self, *, max_attempts: dict[str, int] | None = None, idempotency_ttl_s: float = IDEMPOTENCY_TTL_S
+        self,
+        *,
+        max_attempts: dict[str, int] | None = None,
+        idempotency_ttl_s: float = IDEMPOTENCY_TTL_S,
+        bounds: QueueBounds = DEFAULT_BOUNDS,
     ) -> QueueStore:
         limits = QueueLimits(max_attempts)
         opened: QueueStore
         if self.redis_url is None:
             assert isinstance(self.clock, FakeClock)
-            self.memory = MemoryQueueStore(max_attempts=limits, clock=self.clock, idempotency_ttl_s=idempotency_ttl_s)
+            self.memory = MemoryQueueStore(
+                max_attempts=limits, clock=self.clock, idempotency_ttl_s=idempotency_ttl_s, bounds=bounds
+            )
             opened = self.memory
         else:
             from breaker_service.store.connection_redis import create_redis
             from breaker_service.store.queue_redis import RedisQueueStore
 
             client = create_redis(self.redis_url)
-            opened = RedisQueueStore(client, max_attempts=limits, idempotency_ttl_s=idempotency_ttl_s, owns_client=True)
+            opened = RedisQueueStore(
+                client, max_attempts=limits, idempotency_ttl_s=idempotency_ttl_s, owns_client=True, bounds=bounds
+            )
         await opened.start()
         self.opened.append(opened)
         return opened
@@ -378,3 +387,87 @@ async def test_concurrent_enqueues_with_one_key_make_one_job(store: QueueStore) 
     assert len({a.id for a in answers}) == 1
     assert sum(not a.duplicate for a in answers) == 1
     assert counts(await store.stats(Q)) == (1, 0, 0, 0)
+
+
+# -- bounds and purge (DESIGN.md v1.1, "Hostile input and abuse") ------------------------------------------------
+
+
+async def test_a_full_queue_refuses_a_job_until_one_is_acked(kit: QueueKit) -> None:
+    bounded = await kit.store(max_attempts={Q: 3}, bounds=QueueBounds(max_jobs=2))
+    first, _ = await enqueued(bounded, 1, 2)
+
+    with pytest.raises(QueueFullError) as refused:
+        await bounded.enqueue(Q, b"3")
+
+    assert refused.value.details == {"max_jobs": 2, "jobs": 2}
+    assert counts(await bounded.stats(Q)) == (2, 0, 0, 0)
+    [job] = await bounded.claim(Q, "w", max_jobs=1, lease_s=LEASE_S)
+    assert job.id == first
+    await bounded.ack(Q, [first])
+    assert not (await bounded.enqueue(Q, b"3")).duplicate
+
+
+async def test_a_full_queue_still_answers_a_repeated_idempotency_key(kit: QueueKit) -> None:
+    bounded = await kit.store(bounds=QueueBounds(max_jobs=1))
+    queued = await bounded.enqueue(Q, b"1", "key-1")
+
+    again = await bounded.enqueue(Q, b"1", "key-1")
+
+    assert (again.id, again.duplicate) == (queued.id, True)
+    with pytest.raises(QueueFullError):
+        await bounded.enqueue(Q, b"2", "key-2")
+
+
+async def test_dead_letters_count_toward_the_bound_until_purged(kit: QueueKit) -> None:
+    bounded = await kit.store(max_attempts={Q: 1}, bounds=QueueBounds(max_jobs=2))
+    await enqueued(bounded, "a", "b")
+    jobs = await bounded.claim(Q, "w", max_jobs=2, lease_s=LEASE_S)
+    assert (await bounded.nack(Q, ids(jobs), delay_s=0, error="no")).dead == 2
+    with pytest.raises(QueueFullError):
+        await bounded.enqueue(Q, b"c")
+
+    assert await bounded.purge_dead(Q) == 2
+
+    assert counts(await bounded.stats(Q)) == (0, 0, 0, 0)
+    assert await kit.dead_letters(Q) == []
+    await bounded.enqueue(Q, b"c")
+    assert await bounded.purge_dead(Q) == 0
+
+
+async def test_purge_of_a_queue_never_used_is_none(store: QueueStore) -> None:
+    assert await store.purge_dead("never") is None
+    assert await store.stats("never") is None
+
+
+async def test_a_claim_hands_out_payloads_up_to_its_byte_budget(kit: QueueKit) -> None:
+    bounded = await kit.store(bounds=QueueBounds(max_claim_bytes=100))
+    queued = await enqueued(bounded, *(["x" * 38] * 5))  # 40 bytes each with the quotes
+
+    first = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
+    second = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
+
+    assert ids(first) == queued[:2]
+    assert ids(second) == queued[2:4]
+    assert counts(await bounded.stats(Q)) == (1, 4, 0, 0)
+
+
+async def test_a_payload_over_the_budget_still_goes_out_alone(kit: QueueKit) -> None:
+    bounded = await kit.store(bounds=QueueBounds(max_claim_bytes=10))
+    big, small = await enqueued(bounded, "x" * 20, 1)
+
+    assert ids(await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)) == [big]
+    assert ids(await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)) == [small]
+
+
+async def test_retries_keep_to_the_byte_budget_and_wait_their_turn(kit: QueueKit) -> None:
+    bounded = await kit.store(bounds=QueueBounds(max_claim_bytes=100))
+    queued = await enqueued(bounded, *(["x" * 38] * 3))
+    jobs = await bounded.claim(Q, "w", max_jobs=2, lease_s=LEASE_S)
+    await bounded.nack(Q, ids(jobs), delay_s=0, error=None)
+
+    again = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
+    last = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
+
+    assert ids(again) == queued[:2]
+    assert [job.attempts for job in again] == [2, 2]
+    assert ids(last) == queued[2:]

@@ -24,10 +24,12 @@ from breaker_client.protocol.models import (
 )
 from breaker_service.auth import Role
 from breaker_service.context import context
+from breaker_service.paging import breaker_page
 from breaker_service.responses import MsgspecResponse
 from breaker_service.routes.common import (
     REASON_QUERY,
     Limit,
+    Name,
     actor_of,
     audit_reason,
     convert_body,
@@ -50,9 +52,16 @@ _PATCH: Final = msgspec.json.Decoder(ConfigPatch)
 _OBJECT: Final = msgspec.json.Decoder(dict[str, Any])
 
 
-@operation("List every breaker", role=Role.CLIENT, answer=BreakerList)
+@operation(
+    "List every breaker, or a page of them with ?limit= (?cursor= continues from next_cursor)",
+    role=Role.CLIENT,
+    answer=BreakerList,
+    query={"limit": Limit, "cursor": Name},
+)
 async def list_breakers(request: Request) -> Response:
-    return MsgspecResponse(BreakerList(breakers=await context(request).store.snapshots()))
+    limit: int | None = query_value(request, "limit", Limit, None)
+    cursor: str | None = query_value(request, "cursor", Name, None)
+    return MsgspecResponse(await breaker_page(context(request).store, limit=limit, cursor=cursor))
 
 
 @operation("One breaker's snapshot", role=Role.CLIENT, answer=Snapshot)

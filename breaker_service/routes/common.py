@@ -10,7 +10,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 import structlog
@@ -19,11 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from breaker_client.protocol.models import NAME_PATTERN, Reason
+from breaker_service.auth import Role
 from breaker_service.context import context
 from breaker_service.errors import InvalidRequestError
-
-if TYPE_CHECKING:
-    from breaker_service.auth import Role
+from breaker_service.nesting import MAX_DEPTH, nests_deeper_than
 
 T = TypeVar("T")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -62,6 +61,8 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {}
 def operation(summary: str, *, role: Role | None, **facts: Any) -> Callable[[Endpoint], Endpoint]:
     """Declare an endpoint: check its role and its `{name}`, bind `actor`/`breaker` for the logs, then run it."""
 
+    known_query = frozenset(facts.get("query", {}))
+
     def decorate(handler: Endpoint) -> Endpoint:
         @functools.wraps(handler)
         async def guarded(request: Request) -> Response:
@@ -73,6 +74,14 @@ def operation(summary: str, *, role: Role | None, **facts: Any) -> Callable[[End
             if "name" in request.path_params:
                 name = _convert(request.path_params["name"], Name, "path", "name")
                 structlog.contextvars.bind_contextvars(breaker=name)
+            unknown = sorted(set(request.query_params) - known_query)
+            if unknown:  # like an unknown body field: a typo must not pass silently
+                raise InvalidRequestError(
+                    f"unknown query parameter {unknown[0]!r}",
+                    details={"location": "query", "path": unknown[0], "allowed": sorted(known_query)},
+                )
+            if role is Role.ADMIN:  # the request line is the action's one INFO line
+                structlog.contextvars.bind_contextvars(action=handler.__name__.replace("_", "-"))
             return await handler(request)
 
         OPERATIONS[guarded] = Operation(summary, role, **facts)
@@ -99,6 +108,19 @@ def query_value(request: Request, key: str, kind: Any, default: Any) -> Any:
     return default if raw is None else _convert(raw, kind, "query", key)
 
 
+def query_list(request: Request, key: str, kind: Any) -> Any:
+    """A comma-separated query parameter converted and checked against `kind` (a list type), or None when absent."""
+    raw = request.query_params.get(key)
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw.split(","), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(
+            f"bad query parameter {key!r}: {exc}", details={"location": "query", "path": key}
+        ) from None
+
+
 def audit_reason(request: Request) -> str | None:
     """The optional `?reason=` of PUT and DELETE, bound into the log line."""
     reason: str | None = query_value(request, "reason", Reason, None)
@@ -108,18 +130,30 @@ def audit_reason(request: Request) -> str | None:
 
 
 async def read_body(request: Request, decoder: msgspec.json.Decoder[T], *, empty: bytes | None = None) -> T:
-    """The body decoded by `decoder`; `empty` stands in for a body of zero bytes when given."""
+    """The body decoded by `decoder`; `empty` stands in for a body of zero bytes when given.
+
+    A body nested deeper than `MAX_DEPTH` is refused before decoding (400); `RecursionError` is caught as well, for
+    an unbalanced body the depth check lets through to the decoder.
+    """
     body = await request.body()
     if empty is not None and not body.strip():
         body = empty
+    if nests_deeper_than(body):
+        raise _not_json(f"arrays and objects nest deeper than {MAX_DEPTH} levels", max_depth=MAX_DEPTH)
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise _invalid(exc, "body") from None
     except msgspec.DecodeError as exc:
-        raise InvalidRequestError(
-            f"the body is not valid JSON: {exc}", status=400, details={"location": "body"}
-        ) from None
+        raise _not_json(str(exc)) from None
+    except RecursionError:
+        raise _not_json(f"arrays and objects nest deeper than {MAX_DEPTH} levels", max_depth=MAX_DEPTH) from None
+
+
+def _not_json(why: str, **details: Any) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"the body is not valid JSON: {why}", status=400, details={"location": "body", **details}
+    )
 
 
 def convert_body(value: Any, kind: type[T]) -> T:

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from breaker_service.auth import Role
 from breaker_service.context import context
-from breaker_service.degradation import Degradation, DegradationRequest
+from breaker_service.degradation import LIFT_REASON, Degradation, DegradationRequest
 from breaker_service.responses import MsgspecResponse
 from breaker_service.routes.common import actor_of, operation, read_body
 
@@ -34,7 +34,8 @@ async def get_degradation(request: Request) -> Response:
 )
 async def put_degradation(request: Request) -> Response:
     body = await read_body(request, _REQUEST)
-    structlog.contextvars.bind_contextvars(reason=body.reason)
+    forced = "none" if body.mode is None else body.mode.value
+    structlog.contextvars.bind_contextvars(reason=body.reason or LIFT_REASON, forced=forced, ttl_s=body.ttl_s)
     state = await context(request).monitor.force(
         body.mode, reason=body.reason, ttl_s=body.ttl_s, actor=actor_of(request)
     )

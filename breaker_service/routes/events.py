@@ -1,10 +1,13 @@
 """`GET /events`: Server-Sent Events.
 
-On open, one `snapshot` event (`{"breakers": [Snapshot]}`), then every store event as an SSE event named by its
+On open, the breakers' snapshots as one or more `snapshot` events of at most `SNAPSHOT_CHUNK` breakers each
+(`{"breakers": [Snapshot], "more": bool}`: `more` is false on the last), then every store event as an SSE event
+named by its
 kind (`state`, `failures`, `config`, `deleted`, `mode` for the degradation mode, and `breaker`: the snapshot
 that follows each `state` event, so clients learn a force or an open time without asking) with its JSON as data, each
 with an `id:` of `<stream-start-ms>-<seq>`, and a `: keepalive` comment line after each quiet
-`BREAKER_SSE_KEEPALIVE_S`.
+`BREAKER_SSE_KEEPALIVE_S`. `?names=a,b` limits the stream to those breakers: the snapshot and every event about a
+breaker (events about no breaker, such as `mode`, still come).
 
 Streams listen to the replica's one `EventHub` subscription (not one Redis subscription each), and start
 listening before they read the snapshot, so no change falls between the two (a change may show in both; its
@@ -18,22 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
+import msgspec
 import structlog
+from msgspec import Meta
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from breaker_client.protocol.models import JSON_ENCODER, BreakerList, Transition
+from breaker_client.protocol.models import JSON_ENCODER, NAME_PATTERN, Snapshot, Transition
 from breaker_service.auth import Role
 from breaker_service.context import context
 from breaker_service.errors import ServiceError
 from breaker_service.logs import current_correlation_id
 from breaker_service.responses import error_body
-from breaker_service.routes.common import operation
+from breaker_service.routes.common import Name, operation, query_list
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from starlette.requests import Request
 
@@ -43,23 +48,50 @@ if TYPE_CHECKING:
     from breaker_service.store.breaker_base import BreakerStore
 
 SUBSCRIBE_TIMEOUT_S: Final = 2.0
+SNAPSHOT_CHUNK: Final = 1000
+"""Breakers per opening `snapshot` event at most."""
+MAX_NAMES: Final = 1000
+NameFilter = Annotated[list[Name], Meta(min_length=1, max_length=MAX_NAMES)]
+NamesQuery = Annotated[str, Meta(pattern=rf"^{NAME_PATTERN[1:-2]}(,{NAME_PATTERN[1:-2]})*\Z")]
+"""`?names=a,b` as the document states it (NameFilter checks it, and its count)."""
 KEEPALIVE: Final = b": keepalive\n\n"
 HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 log = structlog.get_logger("breaker_service.events")
 
 
-@operation("Server-sent events: a snapshot, then every change", role=Role.CLIENT, media_type="text/event-stream")
+class SnapshotChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of an opening `snapshot` event; `more` while further `snapshot` events follow."""
+
+    breakers: list[Snapshot]
+    more: bool
+
+
+@operation(
+    "Server-sent events: a snapshot, then every change (?names=a,b: only those breakers)",
+    role=Role.CLIENT,
+    media_type="text/event-stream",
+    query={"names": NamesQuery},
+)
 async def events(request: Request) -> Response:
     ctx = context(request)
-    stream = event_stream(ctx.store, ctx.hub, stopping=ctx.stopping, keepalive_s=ctx.settings.sse_keepalive_s)
+    names: list[str] | None = query_list(request, "names", NameFilter)
+    stream = event_stream(
+        ctx.store, ctx.hub, stopping=ctx.stopping, keepalive_s=ctx.settings.sse_keepalive_s, names=names
+    )
     return StreamingResponse(stream, media_type="text/event-stream", headers=HEADERS)
 
 
 async def event_stream(
-    store: BreakerStore, hub: EventHub, *, stopping: asyncio.Event, keepalive_s: float
+    store: BreakerStore,
+    hub: EventHub,
+    *,
+    stopping: asyncio.Event,
+    keepalive_s: float,
+    names: Sequence[str] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE byte stream for one client."""
+    """The SSE byte stream for one client (only the breakers `names` when given)."""
+    wanted = None if names is None else frozenset(names)
     stream_id = time.time_ns() // 1_000_000
     stop = asyncio.ensure_future(stopping.wait())
     get: asyncio.Future[StoreEvent | None] | None = None
@@ -72,13 +104,14 @@ async def event_stream(
                 await asyncio.wait({live, stop}, timeout=SUBSCRIBE_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
                 live.cancel()
             try:
-                snapshot = BreakerList(breakers=await store.snapshots())
+                snapshots = await store.snapshots(names)
             except ServiceError as exc:
                 # The answer has started (200); say why it ends in the stream, and let the client reconnect.
                 body = error_body(exc.code, exc.message, current_correlation_id(), exc.details)
                 yield _frame("error", f"{stream_id}-0", JSON_ENCODER.encode(body))
                 return
-            yield _frame("snapshot", f"{stream_id}-0", JSON_ENCODER.encode(snapshot))
+            for chunk in _chunks(snapshots):
+                yield _frame("snapshot", f"{stream_id}-0", JSON_ENCODER.encode(chunk))
             seq = 0
             while True:
                 get = get or asyncio.ensure_future(listener.get())
@@ -92,6 +125,8 @@ async def event_stream(
                 event, get = get.result(), None
                 if event is None:  # cut off by the hub: the client reconnects and takes a fresh snapshot
                     return
+                if wanted is not None and _breaker_of(event) not in wanted | {None}:
+                    continue
                 seq += 1
                 yield _frame(event.kind, f"{stream_id}-{seq}", JSON_ENCODER.encode(event.data))
         finally:
@@ -119,6 +154,21 @@ async def watch_transitions(hub: EventHub, metrics: Metrics | None) -> None:
                         actor=event.data.actor,
                         generation=event.data.generation,
                     )
+
+
+def _chunks(snapshots: list[Snapshot]) -> list[SnapshotChunk]:
+    """The opening snapshot cut into events of at most SNAPSHOT_CHUNK breakers (one, empty, when there are none)."""
+    starts = range(0, max(len(snapshots), 1), SNAPSHOT_CHUNK)
+    return [
+        SnapshotChunk(breakers=snapshots[i : i + SNAPSHOT_CHUNK], more=i + SNAPSHOT_CHUNK < len(snapshots))
+        for i in starts
+    ]
+
+
+def _breaker_of(event: StoreEvent) -> str | None:
+    """The breaker an event is about (None for events about no breaker, like `mode`)."""
+    name = getattr(event.data, "name", None)
+    return name if isinstance(name, str) else None
 
 
 def _frame(kind: str, event_id: str, data: bytes) -> bytes:

@@ -21,9 +21,9 @@ from breaker_client.protocol.queue_models import (
 )
 from breaker_service.auth import Role
 from breaker_service.context import context
-from breaker_service.errors import InvalidRequestError, UnknownBreakerError
+from breaker_service.errors import BodyTooLargeError, InvalidRequestError, UnknownBreakerError
 from breaker_service.responses import MsgspecResponse
-from breaker_service.routes.common import name_of, operation, read_body
+from breaker_service.routes.common import REASON_QUERY, audit_reason, name_of, operation, read_body
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -35,6 +35,12 @@ _ACK: Final = msgspec.json.Decoder(AckRequest)
 _NACK: Final = msgspec.json.Decoder(NackRequest)
 
 
+class Purged(msgspec.Struct, frozen=True, kw_only=True):
+    """`DELETE /queues/{name}/dead`: how many dead letters were dropped."""
+
+    purged: int
+
+
 def queue_of(request: Request) -> str:
     """The `{name}` of a queue route (checked by `operation`), bound into the logs as `queue`."""
     name = name_of(request)
@@ -43,9 +49,15 @@ def queue_of(request: Request) -> str:
     return name
 
 
-def payload_bytes(payload: msgspec.Raw) -> bytes:
-    """The payload's JSON bytes; msgspec checks a Raw value's syntax but not the UTF-8 of its strings, so this does."""
+def payload_bytes(payload: msgspec.Raw, max_bytes: int) -> bytes:
+    """The payload's JSON bytes, at most `max_bytes` (else 413); msgspec checks a Raw value's syntax but not the
+    UTF-8 of its strings, so this does."""
     data = bytes(payload)
+    if len(data) > max_bytes:
+        raise BodyTooLargeError(
+            f"the payload is larger than {max_bytes} bytes",
+            details={"max_payload_bytes": max_bytes, "payload_bytes": len(data)},
+        )
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -57,11 +69,19 @@ def payload_bytes(payload: msgspec.Raw) -> bytes:
     return data
 
 
-@operation("Add a job (creates the queue)", role=Role.CLIENT, body=EnqueueRequest, answer=Enqueued, status=202)
+@operation(
+    "Add a job (creates the queue); 409 while the queue is full",
+    role=Role.CLIENT,
+    body=EnqueueRequest,
+    answer=Enqueued,
+    status=202,
+    errors=(409,),
+)
 async def enqueue(request: Request) -> Response:
-    name = queue_of(request)
+    ctx, name = context(request), queue_of(request)
     body = await read_body(request, _ENQUEUE)
-    queued = await context(request).queues.enqueue(name, payload_bytes(body.payload), body.idempotency_key)
+    payload = payload_bytes(body.payload, ctx.settings.queue_max_payload_bytes)
+    queued = await ctx.queues.enqueue(name, payload, body.idempotency_key)
     return MsgspecResponse(queued, status_code=202)
 
 
@@ -101,10 +121,24 @@ async def stats(request: Request) -> Response:
     return MsgspecResponse(counts)
 
 
+@operation("Drop every dead letter", role=Role.ADMIN, answer=Purged, query=REASON_QUERY)
+async def purge_dead(request: Request) -> Response:
+    ctx, name = context(request), queue_of(request)
+    audit_reason(request)
+    purged = await ctx.queues.purge_dead(name)
+    if purged is None:
+        if name not in ctx.config.queues:
+            raise UnknownBreakerError(f"no queue named {name!r}")
+        purged = 0
+    structlog.contextvars.bind_contextvars(purged=purged)
+    return MsgspecResponse(Purged(purged=purged))
+
+
 ROUTES: Final = [
     Route("/queues/{name}", stats, methods=["GET"]),
     Route("/queues/{name}/jobs", enqueue, methods=["POST"]),
     Route("/queues/{name}/claim", claim, methods=["POST"]),
     Route("/queues/{name}/ack", ack, methods=["POST"]),
     Route("/queues/{name}/nack", nack, methods=["POST"]),
+    Route("/queues/{name}/dead", purge_dead, methods=["DELETE"]),
 ]

@@ -7,7 +7,7 @@ against both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -69,8 +69,8 @@ class BreakerStore(Protocol):
         """One breaker; `UnknownBreakerError` if it does not exist."""
         ...
 
-    async def snapshots(self) -> list[Snapshot]:
-        """Every breaker, sorted by name."""
+    async def snapshots(self, names: Sequence[str] | None = None) -> list[Snapshot]:
+        """Every breaker (or those of `names` that exist), sorted by name."""
         ...
 
     async def configure(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str | None) -> Snapshot:

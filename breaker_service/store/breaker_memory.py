@@ -27,7 +27,7 @@ from breaker_service.store.status_memory import MemoryStatusStore
 from breaker_service.store.window import machine_window_totals
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from breaker_service.store.breaker_base import ConfigResolver
 
@@ -74,8 +74,9 @@ class MemoryStore:
     async def snapshot(self, name: str) -> Snapshot:
         return self._read(self._existing(name))
 
-    async def snapshots(self) -> list[Snapshot]:
-        return [self._read(self._machines[name]) for name in sorted(self._machines)]
+    async def snapshots(self, names: Sequence[str] | None = None) -> list[Snapshot]:
+        chosen = self._machines if names is None else set(names) & self._machines.keys()
+        return [self._read(self._machines[name]) for name in sorted(chosen)]
 
     async def configure(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str | None) -> Snapshot:
         machine = self._machines.get(name) or self._create(name, config)

@@ -26,7 +26,7 @@ from breaker_service.store.window import window_totals
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import AsyncGenerator, Awaitable, Callable
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
     from breaker_service.store.breaker_base import ConfigResolver
     from breaker_service.store.connection_redis import RedisClient
@@ -96,9 +96,9 @@ class RedisStore:
         with unavailable():
             return _known(name, await self._scripts.snapshot(name))
 
-    async def snapshots(self) -> list[Snapshot]:
-        """Every breaker, sorted by name; names registered but already deleted are skipped."""
-        names = await self.names()
+    async def snapshots(self, names: Sequence[str] | None = None) -> list[Snapshot]:
+        """Every breaker (or those of `names`), sorted by name; names registered but already deleted are skipped."""
+        names = await self.names() if names is None else sorted(set(names))
         with unavailable():
             found = await self._scripts.snapshots(names)
         return [snapshot for snapshot in found if snapshot is not None]

@@ -47,7 +47,7 @@ from breaker_service.errors import BreakerCapError, StoreUnavailableError, Unkno
 from breaker_service.store.window import machine_window_totals
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from breaker_service.events import StoreEvent
     from breaker_service.store.audit import AuditEntry
@@ -163,13 +163,14 @@ class ResilientStore:
             raise StoreUnavailableError(f"the store is unreachable and this replica has not seen {name!r}")
         return self._local_snapshot(name)
 
-    async def snapshots(self) -> list[Snapshot]:
+    async def snapshots(self, names: Sequence[str] | None = None) -> list[Snapshot]:
         if not self.degraded:
             try:
-                return [self._remember(snapshot) for snapshot in await self._shared.snapshots()]
+                return [self._remember(snapshot) for snapshot in await self._shared.snapshots(names)]
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
-        return [self._local_snapshot(name) for name in sorted(self._local.keys() | self._known.keys())]
+        known = self._local.keys() | self._known.keys()
+        return [self._local_snapshot(name) for name in sorted(known if names is None else known & set(names))]
 
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
         if self.degraded:

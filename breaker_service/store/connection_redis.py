@@ -6,18 +6,20 @@ Every Redis-backed store (breakers, status, queues) runs on a client from `creat
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import redis.asyncio
+import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from breaker_service.errors import StoreUnavailableError
+from breaker_service.errors import InvalidRequestError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,11 +29,33 @@ if TYPE_CHECKING:
 RedisClient: TypeAlias = "redis.asyncio.Redis | RedisCluster"
 
 
+log = structlog.get_logger("breaker_service.store")
+
+_SCRIPT_WHERE: Final = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?|user_script:\d+: ")
+"""Where in which script an error arose: for the logs, not for the client."""
+_ERROR_CODE: Final = re.compile(r"[A-Z]{3,} ")
+"""An error code other than ERR (which redis-py strips): WRONGTYPE, OOM, READONLY, BUSY... are not the input's fault."""
+
+
 @contextmanager
 def unavailable() -> Iterator[None]:
-    """The one place a Redis error becomes the service's own."""
+    """The one place a Redis error becomes the service's own.
+
+    A script that failed on its input (Redis says `ERR` and where in the script) is the request's fault, not the
+    store's: 422 ORC_001, never a 503 that would also put a replica in degraded mode. Any other Redis error is
+    unavailability. Neither message carries the script's SHA or line (they are logged).
+    """
     try:
         yield
+    except ResponseError as exc:
+        text = str(exc)
+        message = _SCRIPT_WHERE.sub("", text).strip()
+        if type(exc) is ResponseError and "user_script" in text and not _ERROR_CODE.match(text):
+            log.warning("a script refused its input", error=text)
+            raise InvalidRequestError(
+                f"the store refused this input: {message}", details={"location": "store"}
+            ) from exc
+        raise StoreUnavailableError(f"Redis is unavailable: {message}") from exc
     except RedisError as exc:
         raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
 

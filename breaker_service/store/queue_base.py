@@ -6,8 +6,13 @@ runs one suite against both.
 
 The rules:
 - enqueue creates the queue; a repeated idempotency key (kept `IDEMPOTENCY_TTL_S`) answers the first job's id.
+  A queue holds at most `QueueBounds.max_jobs` jobs, live jobs and dead letters together: one more is refused
+  (`QueueFullError`, 409 ORC_002) until jobs are acked or the dead letters purged.
 - claim first takes back jobs whose lease ran out (each counts as a failed attempt), then hands out jobs due for a
-  retry (oldest due first), then new jobs in enqueue order; each is leased to the consumer for `lease_s`.
+  retry (oldest due first), then new jobs in enqueue order; each is leased to the consumer for `lease_s`. The
+  payloads one claim hands out add up to at most `QueueBounds.max_claim_bytes`, but the first job always goes
+  out (a queue never sticks); jobs that do not fit stay where they were, for the next claim.
+- purge drops every dead letter.
 - ack finishes delivered jobs still in the queue (claimed, or waiting for a retry); other ids count nothing.
 - nack gives claimed jobs back, due after `delay_s`; a job whose failed attempts (nacks and lease expiries) reach
   the queue's `max_attempts` goes to the dead letters instead. A nack with `count_attempt=False` spends no attempt.
@@ -16,7 +21,10 @@ The rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
+
+from breaker_service.errors import QueueFullError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -30,6 +38,25 @@ SWEEP_LIMIT: Final = 100
 """Expired leases one claim takes back at most; more wait for the next claim."""
 LEASE_EXPIRED: Final = "lease expired"
 NACKED: Final = "nacked"
+
+
+@dataclass(frozen=True)
+class QueueBounds:
+    """What one queue may hold and one claim may answer (BREAKER_QUEUE_MAX_JOBS, BREAKER_MAX_BODY_BYTES)."""
+
+    max_jobs: int = 100_000
+    max_claim_bytes: int = 1024 * 1024
+
+
+DEFAULT_BOUNDS: Final = QueueBounds()
+
+
+def queue_full(name: str, max_jobs: int, held: int) -> QueueFullError:
+    """The error for an enqueue into a full queue."""
+    return QueueFullError(
+        f"the queue {name!r} holds its maximum of {max_jobs} jobs (live and dead); ack jobs or purge dead letters",
+        details={"max_jobs": max_jobs, "jobs": held},
+    )
 
 
 class QueueLimits:
@@ -77,4 +104,8 @@ class QueueStore(Protocol):
 
     async def stats(self, name: str) -> QueueStats | None:
         """The queue's counts; None when it was never created."""
+        ...
+
+    async def purge_dead(self, name: str) -> int | None:
+        """Drop every dead letter; how many there were, or None when the queue was never created."""
         ...

@@ -16,10 +16,19 @@ import msgspec
 
 from breaker_client.protocol.queue_models import Enqueued, Job, Nacked, QueueStats
 from breaker_service.clock import Clock, wall_clock_ms
-from breaker_service.store.queue_base import IDEMPOTENCY_TTL_S, LEASE_EXPIRED, NACKED, SWEEP_LIMIT, QueueLimits
+from breaker_service.store.queue_base import (
+    DEFAULT_BOUNDS,
+    IDEMPOTENCY_TTL_S,
+    LEASE_EXPIRED,
+    NACKED,
+    SWEEP_LIMIT,
+    QueueBounds,
+    QueueLimits,
+    queue_full,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
 
 @dataclass
@@ -61,8 +70,10 @@ class MemoryQueueStore:
         max_attempts: Callable[[str], int] | None = None,
         clock: Clock = wall_clock_ms,
         idempotency_ttl_s: float = IDEMPOTENCY_TTL_S,
+        bounds: QueueBounds = DEFAULT_BOUNDS,
     ) -> None:
         self._max_attempts = max_attempts or QueueLimits()
+        self._bounds = bounds
         self._clock = clock
         self._idempotency_ttl_ms = math.ceil(idempotency_ttl_s * 1000)
         self._queues: dict[str, _Queue] = {}
@@ -93,6 +104,9 @@ class MemoryQueueStore:
                 return Enqueued(id=seen[0], duplicate=True)
         if queue is None:
             queue = self._queues[name] = _Queue()
+        held = len(queue.jobs) + len(queue.dead)
+        if held >= self._bounds.max_jobs:
+            raise queue_full(name, self._bounds.max_jobs, held)
         job_id = _next_id(queue, now_ms)
         queue.jobs[job_id] = _Job(payload=bytes(payload))
         if idempotency_key is not None:
@@ -113,12 +127,13 @@ class MemoryQueueStore:
             else:
                 queue.retry[job_id] = until_ms
         lease_until_ms = now_ms + max(1, math.floor(lease_s * 1000))
-        chosen = [job_id for job_id, _ in _due(queue.retry, now_ms, max_jobs)]
+        budget = _Budget(self._bounds.max_claim_bytes)
+        chosen = list(budget.take(queue, (job_id for job_id, _ in _due(queue.retry, now_ms, max_jobs))))
         for job_id in chosen:
             del queue.retry[job_id]
         if len(chosen) < max_jobs:
             new = (job_id for job_id, job in queue.jobs.items() if not job.delivered)
-            chosen += itertools.islice(new, max_jobs - len(chosen))
+            chosen += budget.take(queue, itertools.islice(new, max_jobs - len(chosen)))
         claimed = []
         for job_id in chosen:
             job = queue.jobs[job_id]
@@ -163,6 +178,14 @@ class MemoryQueueStore:
             requeued += 1
         return Nacked(requeued=requeued, dead=dead)
 
+    async def purge_dead(self, name: str) -> int | None:
+        queue = self._queues.get(name)
+        if queue is None:
+            return None
+        dropped = len(queue.dead)
+        queue.dead.clear()
+        return dropped
+
     async def stats(self, name: str) -> QueueStats | None:
         queue = self._queues.get(name)
         if queue is None:
@@ -175,6 +198,24 @@ class MemoryQueueStore:
             dead=len(queue.dead),
             delayed=sum(1 for due_ms in queue.retry.values() if due_ms > now_ms),
         )
+
+
+class _Budget:
+    """The payload bytes one claim may still hand out; the first job always fits (queue_claim.lua's `fits`)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._left = max_bytes
+        self._taken = 0
+
+    def take(self, queue: _Queue, job_ids: Iterable[str]) -> Iterator[str]:
+        """The leading ids of `job_ids` whose payloads fit, in order; stops at the first that does not."""
+        for job_id in job_ids:
+            size = len(queue.jobs[job_id].payload)
+            if self._taken and size > self._left:
+                return
+            self._left -= size
+            self._taken += 1
+            yield job_id
 
 
 def _next_id(queue: _Queue, now_ms: int) -> str:

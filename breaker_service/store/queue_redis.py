@@ -19,7 +19,14 @@ from breaker_client.protocol.queue_models import Enqueued, Job, Nacked, QueueSta
 from breaker_service.errors import StoreUnavailableError
 from breaker_service.store.connection_redis import unavailable
 from breaker_service.store.keys import idem_key, queue_keys
-from breaker_service.store.queue_base import IDEMPOTENCY_TTL_S, SWEEP_LIMIT, QueueLimits
+from breaker_service.store.queue_base import (
+    DEFAULT_BOUNDS,
+    IDEMPOTENCY_TTL_S,
+    SWEEP_LIMIT,
+    QueueBounds,
+    QueueLimits,
+    queue_full,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -37,7 +44,10 @@ def _read(name: str) -> bytes:
 
 
 _PRELUDE: Final = _read("queue_lib")
-SOURCES: Final = {op: _PRELUDE + b"\n" + _read(f"queue_{op}") for op in ("enqueue", "claim", "ack", "nack", "stats")}
+_OPERATIONS: Final = ("enqueue", "claim", "ack", "nack", "stats", "purge")
+SOURCES: Final = {op: _PRELUDE + b"\n" + _read(f"queue_{op}") for op in _OPERATIONS}
+_FULL: Final = 2
+"""queue_enqueue.lua's flag for "the queue is full, nothing added"."""
 
 
 class RedisQueueStore:
@@ -50,9 +60,11 @@ class RedisQueueStore:
         max_attempts: Callable[[str], int] | None = None,
         idempotency_ttl_s: float = IDEMPOTENCY_TTL_S,
         owns_client: bool = False,
+        bounds: QueueBounds = DEFAULT_BOUNDS,
     ) -> None:
         self._redis = redis
         self._max_attempts = max_attempts or QueueLimits()
+        self._bounds = bounds
         self._idempotency_ttl_ms = str(math.ceil(idempotency_ttl_s * 1000))
         self._owns_client = owns_client
         self._scripts: dict[str, AsyncScript] = {op: redis.register_script(src) for op, src in SOURCES.items()}
@@ -73,16 +85,26 @@ class RedisQueueStore:
 
     async def enqueue(self, name: str, payload: bytes, idempotency_key: str | None = None) -> Enqueued:
         keys: tuple[str, ...] = queue_keys(name)
-        args: tuple[str | bytes, ...] = (GROUP, payload)
+        args: tuple[str | bytes, ...] = (GROUP, payload, str(self._bounds.max_jobs))
         if idempotency_key is not None:
             keys += (idem_key(name, idempotency_key),)
             args += (self._idempotency_ttl_ms,)
-        job_id, duplicate = msgspec.convert(await self._run("enqueue", keys, args), tuple[bytes, int])
-        return Enqueued(id=job_id.decode(), duplicate=duplicate == 1)
+        reply = msgspec.convert(await self._run("enqueue", keys, args), list[bytes | int])
+        if reply[1] == _FULL:
+            raise queue_full(name, self._bounds.max_jobs, int(reply[2]))
+        return Enqueued(id=_text(reply[0]), duplicate=reply[1] == 1)
 
     async def claim(self, name: str, consumer: str, *, max_jobs: int, lease_s: float) -> list[Job]:
         lease_ms = max(1, math.floor(lease_s * 1000))
-        args = (GROUP, consumer, str(max_jobs), str(lease_ms), str(self._max_attempts(name)), str(SWEEP_LIMIT))
+        args = (
+            GROUP,
+            consumer,
+            str(max_jobs),
+            str(lease_ms),
+            str(self._max_attempts(name)),
+            str(SWEEP_LIMIT),
+            str(self._bounds.max_claim_bytes),
+        )
         flat = msgspec.convert(await self._run("claim", queue_keys(name), args), list[bytes | int])
         return [
             Job(id=_text(flat[i]), payload=msgspec.Raw(_bytes(flat[i + 1])), attempts=int(flat[i + 2]))
@@ -107,6 +129,10 @@ class RedisQueueStore:
             return None
         ready, pending, dead, delayed = counts
         return QueueStats(ready=ready, pending=pending, dead=dead, delayed=delayed)
+
+    async def purge_dead(self, name: str) -> int | None:
+        dropped = int(await self._run("purge", queue_keys(name), (GROUP,)))
+        return None if dropped < 0 else dropped
 
     async def _run(self, operation: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
         with unavailable():

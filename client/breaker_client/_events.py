@@ -12,7 +12,7 @@ import msgspec
 
 from breaker_client._errors import ClientError
 from breaker_client._logging import get_logger
-from breaker_client.protocol.models import BreakerList, Deleted, FailureSignal, Snapshot, Transition
+from breaker_client.protocol.models import Deleted, FailureSignal, Snapshot, Transition
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,7 +27,15 @@ __all__ = ["EventStream"]
 _log = get_logger()
 
 
-_SNAPSHOT_LIST: Final = msgspec.json.Decoder(BreakerList)
+class _SnapshotChunk(msgspec.Struct, frozen=True):
+    """An opening `snapshot` event: the service sends at most 1,000 breakers per event, with `more` until the last
+    (a v1 service sends one event without `more`)."""
+
+    breakers: list[Snapshot]
+    more: bool = False
+
+
+_SNAPSHOT_LIST: Final = msgspec.json.Decoder(_SnapshotChunk)
 _TRANSITION: Final = msgspec.json.Decoder(Transition)
 _FAILURES: Final = msgspec.json.Decoder(FailureSignal)
 _CONFIG: Final = msgspec.json.Decoder(Snapshot)
@@ -58,6 +66,8 @@ class EventStream:
         self._task: asyncio.Task[None] | None = None
         self.malformed = 0
         """Events skipped because they could not be read."""
+        self._opening: list[Snapshot] = []
+        """The opening snapshot's breakers so far, while `snapshot` events with `more` arrive."""
 
     def start(self) -> None:
         """Start consuming in a background task."""
@@ -93,6 +103,7 @@ class EventStream:
             await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
+        self._opening = []
         async with self._connection.events(idle_timeout_s=self._idle_timeout_s) as events:
             async for event in events:
                 self._dispatch(event)
@@ -101,7 +112,12 @@ class EventStream:
         try:
             match event.event:
                 case "snapshot":
-                    self._views.replace_all(_SNAPSHOT_LIST.decode(event.data).breakers)
+                    chunk = _SNAPSHOT_LIST.decode(event.data)
+                    self._opening += chunk.breakers
+                    if chunk.more:
+                        return
+                    opening, self._opening = self._opening, []
+                    self._views.replace_all(opening)
                     self._views.set_live(True)
                     self._on_connect()
                 case "state":

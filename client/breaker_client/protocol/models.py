@@ -13,7 +13,9 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z"
+r"""`\Z`, not `$`: in Python `$` also matches before a final newline, so `victim\n` would pass (the OpenAPI
+document publishes it with `$`, which means the very end in JSON Schema's regex dialect)."""
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 REPORT_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}(?![\s\S])"
 """Whole-string match in Python and in JSON Schema alike: `$` would let a trailing newline through."""
@@ -257,9 +259,10 @@ class Transition(Struct, frozen=True, kw_only=True, rename={"from_state": "from"
 
 
 class BreakerList(Struct, frozen=True, kw_only=True):
-    """`GET /breakers`."""
+    """`GET /breakers`: one page with `?limit=`, whose `next_cursor` (`?cursor=`) continues; null on the last."""
 
     breakers: list[Snapshot]
+    next_cursor: str | None = None
 
 
 class History(Struct, frozen=True, kw_only=True):

@@ -13,8 +13,8 @@ from msgspec import Meta, Struct
 
 from breaker_client.protocol.models import MAX_SECONDS, PositiveSeconds
 
-JOB_ID_PATTERN: Final = r"^[0-9]{1,19}-[0-9]{1,19}$"
-"""A Redis stream entry id (`<ms>-<seq>`); 19 digits keep each part within 64 bits."""
+JOB_ID_PATTERN: Final = r"^[0-9]{1,19}-[0-9]{1,19}\Z"
+r"""A Redis stream entry id (`<ms>-<seq>`); 19 digits keep each part within 64 bits; `\Z` refuses a final newline."""
 
 MAX_CLAIM: Final = 100
 MAX_IDS: Final = 1000
