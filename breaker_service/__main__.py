@@ -65,8 +65,9 @@ def main() -> int:
         timeout_graceful_shutdown=10,
         lifespan="on",
     )
-    _Server(config, app).run()
-    return 0
+    server = _Server(config, app)
+    server.run()
+    return 0 if server.started else 3  # the lifespan refused to start (e.g. Redis may evict keys)
 
 
 if __name__ == "__main__":

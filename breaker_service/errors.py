@@ -5,6 +5,7 @@ ServiceError
   ├ BreakerCapError          ORC_002  creating one more breaker than BREAKER_MAX_BREAKERS allows
   ├ WorkflowError            ORC_003  an operation not allowed in this state
   ├ StoreUnavailableError    ORC_005  the store cannot be reached for a write (wraps redis.RedisError)
+  │   └ NotReplicatedError    ORC_005  an admin write applied but not confirmed by enough Redis replicas
   ├ UnauthenticatedError     ORC_007  no, malformed or unknown credentials
   ├ ForbiddenError           ORC_008  credentials without the needed role
   ├ UnknownBreakerError      ORC_009  no such breaker or resource
@@ -52,6 +53,10 @@ class StoreUnavailableError(ServiceError):
     """The store cannot be reached."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class NotReplicatedError(StoreUnavailableError):
+    """An admin write is applied, but fewer Redis replicas than `BREAKER_ADMIN_MIN_REPLICAS` confirmed it in time."""
 
 
 class UnauthenticatedError(ServiceError):

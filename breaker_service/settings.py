@@ -27,6 +27,10 @@ ENV_NAMES: Final = {
     "max_breakers": "BREAKER_MAX_BREAKERS",
     "log_level": "BREAKER_LOG_LEVEL",
     "sse_keepalive_s": "BREAKER_SSE_KEEPALIVE_S",
+    "store_timeout_s": "BREAKER_STORE_TIMEOUT_S",
+    "auto_create": "BREAKER_AUTO_CREATE",
+    "admin_min_replicas": "BREAKER_ADMIN_MIN_REPLICAS",
+    "allow_eviction": "BREAKER_ALLOW_EVICTION",
 }
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "redis+sentinel://", "unix://")
 
@@ -55,6 +59,14 @@ class Settings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, re
     max_breakers: Annotated[int, Meta(ge=1)] = 10_000
     log_level: LogLevel = "INFO"
     sse_keepalive_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
+    store_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
+    """The longest a request waits on the store: for a pooled connection, and for a command's answer."""
+    auto_create: bool = True
+    """False: only admins create breakers (PUT, force with ?create=true); clients get 404 for unknown names."""
+    admin_min_replicas: Annotated[int, Meta(ge=0, le=100)] = 0
+    """Admin writes wait for Redis WAIT to confirm this many replicas (503 ORC_005, applied, when they do not)."""
+    allow_eviction: bool = False
+    """Start even when Redis `maxmemory-policy` may evict keys (a force could silently vanish)."""
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):

@@ -153,7 +153,7 @@ async def bench_evalsha(redis_url: str, *, max_ops: int, seconds: float) -> list
     try:
         scripts = BreakerScripts(client)
         await scripts.load()
-        await scripts.create("bench-raw", BreakerConfig())
+        await scripts.create("bench-raw", BreakerConfig(), registry=None, cap=1)
         sha = hashlib.sha1(SOURCES["acquire"]).hexdigest()
         args = (*breaker_keys("bench-raw"), "bench-raw", EVENTS_CHANNEL, "", new_permit())  # plain acquire {}
 

@@ -1,5 +1,5 @@
--- queue_claim.lua: take back expired leases, then lease jobs due for a retry, then new jobs. Runs after
--- queue_lib.lua.
+-- queue_claim.lua: take back expired leases, then hand the consumer the jobs it still holds, then lease jobs due
+-- for a retry, then new jobs. Runs after queue_lib.lua.
 -- KEYS[1..5], ARGV[1] as in queue_lib.lua
 -- ARGV[2] consumer   ARGV[3] max jobs   ARGV[4] lease ms   ARGV[5] max_attempts   ARGV[6] sweep limit
 -- returns {id, payload, attempts, id, payload, attempts, ...}; empty when the queue does not exist
@@ -31,7 +31,25 @@ local function lease(id, fields)
   count = count + 1
 end
 
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', RETRY, '-inf', NOW_MS, 'LIMIT', 0, max_jobs)) do
+-- The jobs this consumer still holds under a live lease come first, lease renewed, same attempt: a consumer whose
+-- claim answer was lost (a timeout, a 503) gets them back instead of leaving them leased to nobody.
+for _, pending in ipairs(redis.call('XPENDING', JOBS, GROUP, '-', '+', max_jobs, consumer)) do
+  local id = pending[1]
+  local entry = redis.call('ZSCORE', LEASES, id) and redis.call('XRANGE', JOBS, id, id)[1]
+  if entry then
+    redis.call('ZADD', LEASES, NOW_MS + lease_ms, id)
+    claimed[#claimed + 1] = id
+    claimed[#claimed + 1] = field(entry[2], 'payload')
+    claimed[#claimed + 1] = tonumber(redis.call('HGET', ATTEMPTS, id)) or 0
+    count = count + 1
+  end
+end
+
+local due = {}
+if count < max_jobs then
+  due = redis.call('ZRANGEBYSCORE', RETRY, '-inf', NOW_MS, 'LIMIT', 0, max_jobs - count)
+end
+for _, id in ipairs(due) do
   redis.call('ZREM', RETRY, id)
   -- XCLAIM moves the pending entry to this consumer, so XPENDING shows who holds it.
   local entry = redis.call('XCLAIM', JOBS, GROUP, consumer, 0, id)[1]

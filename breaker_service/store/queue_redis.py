@@ -8,6 +8,7 @@ the queue is the durable part, so nothing is kept locally.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.resources
 import math
@@ -50,8 +51,10 @@ class RedisQueueStore:
         max_attempts: Callable[[str], int] | None = None,
         idempotency_ttl_s: float = IDEMPOTENCY_TTL_S,
         owns_client: bool = False,
+        timeout_s: float = 2.0,
     ) -> None:
         self._redis = redis
+        self._timeout_s = timeout_s
         self._max_attempts = max_attempts or QueueLimits()
         self._idempotency_ttl_ms = str(math.ceil(idempotency_ttl_s * 1000))
         self._owns_client = owns_client
@@ -109,8 +112,13 @@ class RedisQueueStore:
         return QueueStats(ready=ready, pending=pending, dead=dead, delayed=delayed)
 
     async def _run(self, operation: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
-        with unavailable():
-            return await self._scripts[operation](keys=keys, args=args)
+        # Bounded as a whole (a pooled connection, a handshake, the script), so a hung Redis costs one timeout.
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                with unavailable():
+                    return await self._scripts[operation](keys=keys, args=args)
+        except TimeoutError as exc:
+            raise StoreUnavailableError(f"Redis did not answer within {self._timeout_s} s") from exc
 
 
 def _text(value: bytes | int) -> str:

@@ -166,7 +166,8 @@ async def _history(service: _Service, args: argparse.Namespace) -> None:
 
 async def _force(service: _Service, args: argparse.Namespace) -> None:
     body = ForceRequest(reason=args.reason, ttl_s=args.ttl)
-    snapshot, raw = await service.post(_path(args.name, f"/{args.command}"), body, _SNAPSHOT)
+    path = _path(args.name, f"/{args.command}") + ("?create=true" if args.create else "")
+    snapshot, raw = await service.post(path, body, _SNAPSHOT)
     _emit(args, raw, render.snapshots_table([snapshot]))
 
 

@@ -77,6 +77,21 @@ class SSEParser:
         return event
 
 
+class _Resync(msgspec.Struct):
+    name: str | None = None
+
+
+_RESYNC: Final = msgspec.json.Decoder(_Resync)
+
+
+def _resync_all(data: str) -> bool:
+    """Whether a `resync` event asks to read every breaker again (no name, or data this version cannot read)."""
+    try:
+        return _RESYNC.decode(data).name is None
+    except msgspec.DecodeError:
+        return True
+
+
 class EventStream:
     """Keeps `views` current from the service's event stream, reconnecting with jittered exponential backoff."""
 
@@ -140,8 +155,15 @@ class EventStream:
             parser = SSEParser()
             async for line in lines:
                 event = parser.feed(line)
-                if event is not None:
-                    self._dispatch(event)
+                if event is None:
+                    continue
+                if event.event == "resync" and _resync_all(event.data):
+                    # Events were missed, or a replica answered from local state: a fresh stream's snapshot
+                    # replaces every view (lower generations included). A resync naming one breaker (restored
+                    # after a store reset) follows that breaker's state event: nothing more to do.
+                    _log.info("breaker.events.resync", data=event.data[:200])
+                    return
+                self._dispatch(event)
 
     def _dispatch(self, event: ServerSentEvent) -> None:
         try:
