@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import json
 import os
 import platform
 import sys
@@ -203,6 +205,7 @@ def hung_redis(directory: Path) -> Row:
         ]
         up.server.pause()
         paused_at = time.monotonic()
+        paused_at_wall = time.time()
         try:
             for thread in threads:
                 thread.start()
@@ -219,13 +222,29 @@ def hung_redis(directory: Path) -> Row:
             post((b, a)[i % 2], "/queues/chaos/jobs", {"payload": i, "idempotency_key": f"k{i}"})
         stats = get(a, "/queues/chaos").json()
         jobs_twice = stats["ready"] + stats["pending"] + stats["delayed"] - PROBES
+        served_s = max(_served_s(replica, paused_at_wall) for replica in up.replicas)
         return Row(
             "SIGSTOP 5 s (records, enqueues, claims)",
             duplicates=failures_twice + jobs_twice,
             slowest_s=max(max(values) for values in times.values()),
             recovery_s=took,
-            note="slowest " + ", ".join(f"{kind} {max(values):.2f} s" for kind, values in times.items()),
+            note="slowest as seen by callers: "
+            + ", ".join(f"{kind} {max(values):.2f} s" for kind, values in times.items())
+            + f"; by the replicas: {served_s:.2f} s",
         )
+
+
+def _served_s(replica: ServiceProcess, since: float) -> float:
+    """The longest request a replica logged (its own `duration_ms`) since Unix time `since`."""
+    longest_ms = 0.0
+    for line in replica.stdout_path.read_text(errors="replace").splitlines():
+        if '"event":"request"' not in line:
+            continue
+        entry = json.loads(line)
+        at = datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+        if at >= since and entry["path"].startswith(("/breakers/probe-", "/queues/chaos/")):
+            longest_ms = max(longest_ms, float(entry["duration_ms"]))
+    return longest_ms / 1000
 
 
 def fleet_through_kill(fleet_size: int, directory: Path) -> Row:
