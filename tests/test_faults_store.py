@@ -40,14 +40,16 @@ def resolve(name: str) -> BreakerConfig:
 
 
 @contextlib.asynccontextmanager
-async def replica(url: str, *, declare: bool = True, **shared: Any) -> AsyncIterator[ResilientStore]:
+async def replica(
+    url: str, *, declare: bool = True, epoch_check_s: float = 0.2, **shared: Any
+) -> AsyncIterator[ResilientStore]:
     """One replica's store on `url`, started (with `declared` from its config file), closed afterwards."""
     store = ResilientStore(
         RedisStore(create_redis(url), resolve_config=resolve, max_breakers=100, **shared),
         resolve_config=resolve,
         retry_min_s=0.05,
         retry_max_s=0.2,
-        epoch_check_s=0.2,
+        epoch_check_s=epoch_check_s,
     )
     try:
         await store.start()
@@ -193,6 +195,25 @@ async def test_a_deleted_breaker_is_forgotten_and_never_restored(
 
         await wait_until(both_checked, "both replicas to see the new epoch")
         assert "gone" not in await first.names()
+
+
+async def test_a_breaker_remade_from_defaults_after_a_reset_is_restored_before_the_next_answer(
+    server: RedisServer, admin_redis: redis.asyncio.Redis
+) -> None:
+    """A replica that knew nothing made it fresh; one that knew the force restores it on its next acquire, without
+    waiting for its epoch check."""
+    async with replica(server.url, epoch_check_s=3600) as knowing:
+        forced = await knowing.force("payments", State.OPEN, reason="incident", ttl_s=None, actor="sre")
+        await admin_redis.flushall()
+        async with replica(server.url, declare=False, epoch_check_s=3600) as newcomer:
+            assert (await newcomer.acquire("payments")).allowed, "it knows nothing: a fresh breaker"
+
+            decision = await knowing.acquire("payments")
+
+            assert not decision.allowed
+            assert decision.generation > forced.generation
+            assert not (await newcomer.acquire("payments")).allowed
+            assert await restored_entries(knowing, "payments") == 1
 
 
 async def test_writes_lost_in_a_failover_are_restored_under_the_same_epoch(

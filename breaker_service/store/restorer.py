@@ -94,7 +94,16 @@ class Restorer:
             return False
         restored = await self._recovery.restore(name, memory, epoch=self.epoch, after_reset=False)
         self._restored(name, restored)
-        return restored
+        if restored:
+            return True
+        # Another breaker of that name: deleted and made again, or made from defaults by a replica that knew
+        # nothing after the store was reset, before this replica's next epoch check. The epoch tells.
+        epoch = await self._recovery.epoch()
+        if epoch == self.epoch:
+            return False
+        await self._recovery.restore(name, memory, epoch=epoch, after_reset=True)
+        self._spawn(self._restore_all_logged(epoch), "store-restore")
+        return True
 
     def saw(self, snapshot: Snapshot) -> None:
         """Before a snapshot is remembered: one below the generation seen (same incarnation) is restored."""
