@@ -105,15 +105,29 @@ def build_store(
     is unreachable. `on_transition` hears each transition this replica's scripts make (Redis only)."""
     resolve = ConfigResolver(config)
     if settings.redis_url is None:
-        return MemoryStore(resolve_config=resolve, max_breakers=settings.max_breakers)
+        return MemoryStore(resolve_config=resolve, max_breakers=settings.max_breakers, auto_create=settings.auto_create)
     # Imported here: the Redis modules are not needed (nor loaded) on the memory store.
     from breaker_service.store.breaker_redis import RedisStore
     from breaker_service.store.breaker_resilient import ResilientStore
     from breaker_service.store.connection_redis import create_redis
 
-    client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
-    shared = RedisStore(client, resolve_config=resolve, max_breakers=settings.max_breakers, on_transition=on_transition)
-    return ResilientStore(shared, resolve_config=resolve, max_breakers=settings.max_breakers)
+    client = (
+        redis
+        if redis is not None
+        else create_redis(settings.redis_url, cluster=settings.redis_cluster, timeout_s=settings.store_timeout_s)
+    )
+    shared = RedisStore(
+        client,
+        resolve_config=resolve,
+        max_breakers=settings.max_breakers,
+        auto_create=settings.auto_create,
+        min_replicas=settings.admin_min_replicas,
+        replica_wait_s=settings.store_timeout_s / 2,  # WAIT answers within the command timeout
+        on_transition=on_transition,
+    )
+    return ResilientStore(
+        shared, resolve_config=resolve, max_breakers=settings.max_breakers, timeout_s=settings.store_timeout_s
+    )
 
 
 def build_queues(settings: Settings, config: ServiceConfig, redis: RedisClient | None = None) -> QueueStore:
@@ -125,8 +139,18 @@ def build_queues(settings: Settings, config: ServiceConfig, redis: RedisClient |
     from breaker_service.store.connection_redis import create_redis
     from breaker_service.store.queue_redis import RedisQueueStore
 
-    client = redis if redis is not None else create_redis(settings.redis_url, cluster=settings.redis_cluster)
-    return RedisQueueStore(client, max_attempts=limits, owns_client=redis is None, bounds=bounds)
+    client = (
+        redis
+        if redis is not None
+        else create_redis(settings.redis_url, cluster=settings.redis_cluster, timeout_s=settings.store_timeout_s)
+    )
+    return RedisQueueStore(
+        client,
+        max_attempts=limits,
+        owns_client=redis is None,
+        bounds=bounds,
+        timeout_s=settings.store_timeout_s,
+    )
 
 
 def shared_redis(settings: Settings) -> RedisClient | None:
@@ -135,7 +159,7 @@ def shared_redis(settings: Settings) -> RedisClient | None:
         return None
     from breaker_service.store.connection_redis import create_redis
 
-    return create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    return create_redis(settings.redis_url, cluster=settings.redis_cluster, timeout_s=settings.store_timeout_s)
 
 
 @contextlib.asynccontextmanager
@@ -162,6 +186,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     await store.start()
     await ctx.queues.start()
     try:
+        await refuse_eviction(store, ctx.settings)
         for name, declared in ctx.config.breakers.items():
             await store.declare(name, declared.config)
         log.info("config loaded", source=ctx.config.source, declared=len(ctx.config.breakers))
@@ -174,6 +199,30 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         await ctx.queues.close()
         await store.close()
+
+
+class EvictionError(RuntimeError):
+    """Redis may evict keys (a force, a breaker) under memory pressure, and BREAKER_ALLOW_EVICTION is not set."""
+
+
+async def refuse_eviction(store: BreakerStore, settings: Settings) -> None:
+    """Refuse to start on a Redis whose `maxmemory-policy` may evict keys (unless allowed); unreachable: no check."""
+    policy_of = getattr(store, "eviction_policy", None)
+    if policy_of is None:
+        return
+    try:
+        policy: str = await policy_of()
+    except ServiceError as exc:
+        log.warning("could not read Redis maxmemory-policy", error=exc.message)
+        return
+    if policy == "noeviction":
+        return
+    if not settings.allow_eviction:
+        raise EvictionError(
+            f"Redis maxmemory-policy is {policy!r}: it may evict a force or a breaker under memory pressure; "
+            "set it to noeviction, or BREAKER_ALLOW_EVICTION=true to start anyway"
+        )
+    log.warning("Redis may evict keys (BREAKER_ALLOW_EVICTION=true)", maxmemory_policy=policy)
 
 
 @contextlib.asynccontextmanager

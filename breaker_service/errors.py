@@ -6,6 +6,7 @@ ServiceError
   ├ QueueFullError           ORC_002  one more job than BREAKER_QUEUE_MAX_JOBS in a queue
   ├ WorkflowError            ORC_003  an operation not allowed in this state
   ├ StoreUnavailableError    ORC_005  the store cannot be reached for a write (wraps redis.RedisError)
+  │   └ NotReplicatedError    ORC_005  an admin write applied but not confirmed by enough Redis replicas
   ├ UnauthenticatedError     ORC_007  no, malformed or unknown credentials
   ├ ForbiddenError           ORC_008  credentials without the needed role
   ├ UnknownBreakerError      ORC_009  no such breaker or resource
@@ -59,6 +60,10 @@ class StoreUnavailableError(ServiceError):
     """The store cannot be reached."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class NotReplicatedError(StoreUnavailableError):
+    """An admin write is applied, but fewer Redis replicas than `BREAKER_ADMIN_MIN_REPLICAS` confirmed it in time."""
 
 
 class UnauthenticatedError(ServiceError):

@@ -15,14 +15,25 @@ from breaker_service.degradation import Degradation
 
 EVENTS_CHANNEL: Final = "brk:events"
 
-EventKind: TypeAlias = Literal["state", "failures", "config", "deleted", "mode", "breaker"]
+EventKind: TypeAlias = Literal["state", "failures", "config", "deleted", "mode", "breaker", "resync"]
+
+
+class Resync(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of a `resync` event: listeners read snapshots again (`name`: that breaker's; None: every one).
+
+    Sent when events may have been missed (a lost subscription), when a replica leaves a degraded spell (its
+    local answers may have made up state), and for each breaker restored after a store reset.
+    """
+
+    name: str | None
+    reason: str
 
 
 class StoreEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One message on the events channel: `{"kind": ..., "data": ...}`."""
 
     kind: EventKind
-    data: Transition | FailureSignal | Snapshot | Deleted | Degradation
+    data: Transition | FailureSignal | Snapshot | Deleted | Degradation | Resync
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -39,6 +50,7 @@ _EVENT_DATA: Final[dict[str, tuple[EventKind, msgspec.json.Decoder[Any]]]] = {
     "breaker": ("breaker", msgspec.json.Decoder(Snapshot)),
     "deleted": ("deleted", msgspec.json.Decoder(Deleted)),
     "mode": ("mode", msgspec.json.Decoder(Degradation)),
+    "resync": ("resync", msgspec.json.Decoder(Resync)),
 }
 
 

@@ -103,8 +103,9 @@ def serve(settings: Settings, app: Starlette) -> int:
     """Serve `app` until SIGINT/SIGTERM, in this process or in `worker_count(settings)` workers; the exit status."""
     workers = worker_count(settings)
     if workers == 1:
-        _Server(server_config(settings, app), app).run()
-        return 0
+        server = _Server(server_config(settings, app), app)
+        server.run()
+        return 0 if server.started else 3  # the lifespan refused to start (e.g. Redis may evict keys)
     listener = server_config(settings, app).bind_socket()
     print(f"breaker-service: {workers} worker processes share the port", file=sys.stderr)
     return _supervise(listener, workers)

@@ -33,6 +33,10 @@ ENV_NAMES: Final = {
     "client_timeout_s": "BREAKER_CLIENT_TIMEOUT_S",
     "queue_max_jobs": "BREAKER_QUEUE_MAX_JOBS",
     "queue_max_payload_bytes": "BREAKER_QUEUE_MAX_PAYLOAD_BYTES",
+    "store_timeout_s": "BREAKER_STORE_TIMEOUT_S",
+    "auto_create": "BREAKER_AUTO_CREATE",
+    "admin_min_replicas": "BREAKER_ADMIN_MIN_REPLICAS",
+    "allow_eviction": "BREAKER_ALLOW_EVICTION",
 }
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "redis+sentinel://", "unix://")
 
@@ -69,6 +73,14 @@ class Settings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, re
     client_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
     queue_max_jobs: Annotated[int, Meta(ge=1)] = 100_000
     queue_max_payload_bytes: Annotated[int, Meta(ge=1)] = 64 * 1024
+    store_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
+    """The longest a request waits on the store: for a pooled connection, and for a command's answer."""
+    auto_create: bool = True
+    """False: only admins create breakers (PUT, force with ?create=true); clients get 404 for unknown names."""
+    admin_min_replicas: Annotated[int, Meta(ge=0, le=100)] = 0
+    """Admin writes wait for Redis WAIT to confirm this many replicas (503 ORC_005, applied, when they do not)."""
+    allow_eviction: bool = False
+    """Start even when Redis `maxmemory-policy` may evict keys (a force could silently vanish)."""
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):

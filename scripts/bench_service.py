@@ -243,7 +243,7 @@ async def _seed(redis_url: str) -> None:
     try:
         scripts = BreakerScripts(client)
         await scripts.load()
-        await scripts.create("bench-raw", BreakerConfig())
+        await scripts.create("bench-raw", BreakerConfig(), registry=None, cap=1)
     finally:
         await client.aclose()
 

@@ -41,7 +41,7 @@ async def state_of(app: Starlette) -> tuple[object, ...]:
 async def probed(any_app: Starlette, any_client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
     """`any_client`, with a breaker `probe` that has counts and history; asserts nothing changed afterwards."""
     await any_client.post(f"/breakers/{PROBE}/record", json={"outcome": "failure"}, headers=CLIENT)
-    await any_client.post(f"/breakers/{PROBE}/force-open", json={"reason": "setup"}, headers=ADMIN)
+    await any_client.post(f"/breakers/{PROBE}/force-open?create=true", json={"reason": "setup"}, headers=ADMIN)
     before = await state_of(any_app)
     yield any_client
     assert await state_of(any_app) == before
@@ -130,8 +130,10 @@ async def test_patch_naming_both_probe_fields_changes_nothing(client: httpx.Asyn
 
 
 async def test_force_close_reset_and_history(client: httpx.AsyncClient) -> None:
-    await client.post("/breakers/openai/force-open", json={"reason": "maintenance", "ttl_s": 60}, headers=ADMIN)
-    closed = await client.post("/breakers/openai/force-close", json={"reason": "back"}, headers=ADMIN)
+    await client.post(
+        "/breakers/openai/force-open?create=true", json={"reason": "maintenance", "ttl_s": 60}, headers=ADMIN
+    )
+    closed = await client.post("/breakers/openai/force-close?create=true", json={"reason": "back"}, headers=ADMIN)
     assert closed.json()["forced"] == State.CLOSED
     reset = (await client.post("/breakers/openai/reset", json={"reason": "clean"}, headers=ADMIN)).json()
     assert reset["forced"] is None
@@ -254,16 +256,16 @@ BAD_BODIES: Final[list[tuple[str, str, str, bytes, int]]] = [
     ("PATCH", _P, "threshold zero", b'{"failure_threshold": 0}', 422),
     ("PATCH", _P, "merged: more probe successes than probes", b'{"success_threshold": 4}', 422),
     ("PATCH", _P, "merged: window without rate", b'{"window_s": 10}', 422),
-    ("POST", f"{_P}/force-open", "missing reason", b"{}", 422),
-    ("POST", f"{_P}/force-open", "empty reason", b'{"reason": ""}', 422),
-    ("POST", f"{_P}/force-open", "reason too long", b'{"reason": "' + b"r" * 501 + b'"}', 422),
-    ("POST", f"{_P}/force-open", "ttl zero", b'{"reason": "r", "ttl_s": 0}', 422),
-    ("POST", f"{_P}/force-open", "ttl negative", b'{"reason": "r", "ttl_s": -5}', 422),
-    ("POST", f"{_P}/force-open", "ttl too long", b'{"reason": "r", "ttl_s": 1e9}', 422),
-    ("POST", f"{_P}/force-open", "unknown field", b'{"reason": "r", "mode": "OPEN"}', 422),
-    ("POST", f"{_P}/force-close", "malformed", b"reason=r", 400),
-    ("POST", f"{_P}/force-close", "reason not a string", b'{"reason": 5}', 422),
-    ("POST", f"{UNKNOWN}/force-close", "bad, unknown breaker", b'{"reason": 5}', 422),
+    ("POST", f"{_P}/force-open?create=true", "missing reason", b"{}", 422),
+    ("POST", f"{_P}/force-open?create=true", "empty reason", b'{"reason": ""}', 422),
+    ("POST", f"{_P}/force-open?create=true", "reason too long", b'{"reason": "' + b"r" * 501 + b'"}', 422),
+    ("POST", f"{_P}/force-open?create=true", "ttl zero", b'{"reason": "r", "ttl_s": 0}', 422),
+    ("POST", f"{_P}/force-open?create=true", "ttl negative", b'{"reason": "r", "ttl_s": -5}', 422),
+    ("POST", f"{_P}/force-open?create=true", "ttl too long", b'{"reason": "r", "ttl_s": 1e9}', 422),
+    ("POST", f"{_P}/force-open?create=true", "unknown field", b'{"reason": "r", "mode": "OPEN"}', 422),
+    ("POST", f"{_P}/force-close?create=true", "malformed", b"reason=r", 400),
+    ("POST", f"{_P}/force-close?create=true", "reason not a string", b'{"reason": 5}', 422),
+    ("POST", f"{UNKNOWN}/force-close?create=true", "bad, unknown breaker", b'{"reason": 5}', 422),
     ("POST", f"{_P}/reset", "missing reason", b"{}", 422),
     ("POST", f"{_P}/reset", "ttl not allowed", b'{"reason": "r", "ttl_s": 5}', 422),
     ("POST", f"{_P}/reset", "empty", b"", 400),
@@ -295,8 +297,8 @@ ROUTES_WITH_NAME: Final = [
     ("DELETE", ""),
     ("POST", "/acquire"),
     ("POST", "/record"),
-    ("POST", "/force-open"),
-    ("POST", "/force-close"),
+    ("POST", "/force-open?create=true"),
+    ("POST", "/force-close?create=true"),
     ("POST", "/reset"),
     ("GET", "/history"),
 ]
@@ -334,8 +336,8 @@ WRITES: Final = [
     ("PUT", _P),
     ("POST", f"{_P}/acquire"),
     ("POST", f"{_P}/record"),
-    ("POST", f"{_P}/force-open"),
-    ("POST", f"{_P}/force-close"),
+    ("POST", f"{_P}/force-open?create=true"),
+    ("POST", f"{_P}/force-close?create=true"),
     ("POST", f"{_P}/reset"),
     ("POST", f"/breakers/{UNKNOWN}/acquire"),
 ]

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 ADMIN_CALLS: Final = [
     ("PUT", "/breakers/openai", b"{}"),
     ("DELETE", "/breakers/openai", None),
-    ("POST", "/breakers/openai/force-open", b'{"reason": "r"}'),
-    ("POST", "/breakers/openai/force-close", b'{"reason": "r"}'),
+    ("POST", "/breakers/openai/force-open?create=true", b'{"reason": "r"}'),
+    ("POST", "/breakers/openai/force-close?create=true", b'{"reason": "r"}'),
     ("POST", "/breakers/openai/reset", b'{"reason": "r"}'),
     ("PUT", "/degradation", b'{"mode": "EMERGENCY", "reason": "r"}'),
 ]
@@ -150,6 +150,6 @@ async def test_without_client_tokens_reads_are_open_and_unknown_tokens_still_ref
 
 
 async def test_admin_actions_are_audited_with_the_token_name(client: httpx.AsyncClient) -> None:
-    await client.post("/breakers/openai/force-open", json={"reason": "incident 42"}, headers=ADMIN)
+    await client.post("/breakers/openai/force-open?create=true", json={"reason": "incident 42"}, headers=ADMIN)
     history = (await client.get("/breakers/openai/history", headers=CLIENT)).json()["transitions"]
     assert (history[0]["actor"], history[0]["reason"]) == ("test-admin", "incident 42")

@@ -117,7 +117,7 @@ def test_fleet_is_protected_locally_while_the_service_is_down_and_shared_again_a
         assert all(r.ok == 1 and not r.degraded and r.acquires >= 1 for r in back)
 
         # And an admin's decision there reaches every process (by its event stream or its next acquire).
-        admin(service, "POST", "/breakers/outage/force-open", {"reason": "after the outage", "ttl_s": None})
+        admin(service, "POST", "/breakers/outage/force-open?create=true", {"reason": "after the outage", "ttl_s": None})
         forced = fleet.run(Run(breaker="outage", url=dependency.url, until="refused", max_s=WAIT_TIMEOUT_S))
         assert_clean(forced)
         assert all(r.stopped_by == "refused" and not r.degraded for r in forced)
@@ -182,7 +182,7 @@ async def test_service_back_after_a_crash_is_followed_again(
     service.start()
 
     await client.wait_for(lambda c: c.live, timeout_s=WAIT_TIMEOUT_S)  # the event stream reconnects by itself
-    admin(service, "POST", "/breakers/followed/force-open", {"reason": "after the crash", "ttl_s": None})
+    admin(service, "POST", "/breakers/followed/force-open?create=true", {"reason": "after the crash", "ttl_s": None})
     await client.wait_for(lambda c: (v := c.view("followed")) is not None and v.effective_state is State.OPEN)
 
     with pytest.raises(CircuitOpenError):

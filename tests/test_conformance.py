@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     import redis.asyncio
 
-    from breaker_service.events import StoreEvent
+    from breaker_service.events import Resync, StoreEvent
     from breaker_service.store.breaker_base import BreakerStore, ConfigResolver
 
 Backend = Literal["memory", "redis"]
@@ -237,7 +237,7 @@ async def half_opened(kit: StoreKit, store: BreakerStore, name: str, config: Bre
     return decision
 
 
-def payload(event: StoreEvent) -> Transition | FailureSignal | Snapshot | Deleted | Degradation:
+def payload(event: StoreEvent) -> Transition | FailureSignal | Snapshot | Deleted | Degradation | Resync:
     data = event.data
     if not isinstance(data, msgspec.Raw):
         return data

@@ -121,7 +121,7 @@ async def test_the_mode_follows_dependency_health(
     }
     clock.advance(1)
     for name in SEED_BREAKERS:
-        await client.post(f"/breakers/{name}/force-open", json={"reason": "drill"}, headers=ADMIN)
+        await client.post(f"/breakers/{name}/force-open?create=true", json={"reason": "drill"}, headers=ADMIN)
     offline = await mode_of(client)
     assert (offline["mode"], offline["since"]) == ("OFFLINE", T0_S + 2)
     assert offline["reason"] == f"every dependency is unhealthy: {', '.join(SEED_BREAKERS)}"

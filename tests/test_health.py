@@ -67,15 +67,15 @@ async def test_dependencies_in_the_seed_shape(client: httpx.AsyncClient) -> None
 
 async def test_an_open_breaker_is_unhealthy_forced_or_not(client: httpx.AsyncClient) -> None:
     await client.post("/breakers/openai/record", json={"outcome": "failure", "count": 5}, headers=CLIENT)
-    await client.post("/breakers/supabase/force-open", json={"reason": "drill"}, headers=ADMIN)
-    await client.post("/breakers/undeclared/force-open", json={"reason": "not listed"}, headers=ADMIN)
+    await client.post("/breakers/supabase/force-open?create=true", json={"reason": "drill"}, headers=ADMIN)
+    await client.post("/breakers/undeclared/force-open?create=true", json={"reason": "not listed"}, headers=ADMIN)
     body = (await client.get("/health/dependencies", headers=CLIENT)).json()
     assert body == {**dict.fromkeys(SEED_BREAKERS, True), "openai": False, "supabase": False, "redis": True}
 
 
 async def test_a_forced_closed_breaker_is_healthy(client: httpx.AsyncClient) -> None:
     await client.post("/breakers/openai/record", json={"outcome": "failure", "count": 5}, headers=CLIENT)
-    await client.post("/breakers/openai/force-close", json={"reason": "override"}, headers=ADMIN)
+    await client.post("/breakers/openai/force-close?create=true", json={"reason": "override"}, headers=ADMIN)
     assert (await client.get("/health/dependencies", headers=CLIENT)).json()["openai"] is True
 
 
@@ -84,7 +84,9 @@ async def test_dependencies_need_the_reader_role(client: httpx.AsyncClient) -> N
 
 
 async def test_dependencies_in_detail(any_client: httpx.AsyncClient) -> None:
-    await any_client.post("/breakers/openai/force-open", json={"reason": "provider incident"}, headers=ADMIN)
+    await any_client.post(
+        "/breakers/openai/force-open?create=true", json={"reason": "provider incident"}, headers=ADMIN
+    )
     history = (await any_client.get("/breakers/openai/history", headers=CLIENT)).json()["transitions"]
     response = await any_client.get("/health/dependencies", params={"detail": "true"}, headers=CLIENT)
     assert response.status_code == 200

@@ -126,7 +126,7 @@ async def test_admin_actions_log_actor_reason_and_the_transition(client: httpx.A
         return event
 
     with capture_logs(processors=[structlog.contextvars.merge_contextvars, notice]) as logs:
-        await client.post("/breakers/openai/force-open", json={"reason": "drill"}, headers=ADMIN)
+        await client.post("/breakers/openai/force-open?create=true", json={"reason": "drill"}, headers=ADMIN)
         # The transition line comes from the app's watch task, which runs on its own schedule.
         await asyncio.wait_for(transition_logged.wait(), timeout=10)
     request = next(line for line in logs if line["event"] == "request")

@@ -159,6 +159,21 @@ async def test_claim_hands_out_jobs_in_enqueue_order_up_to_max(store: QueueStore
     assert await store.claim(Q, "c", max_jobs=3, lease_s=LEASE_S) == []
 
 
+async def test_a_consumer_gets_the_jobs_it_still_holds_first_same_attempt(store: QueueStore) -> None:
+    """Its last claim answer may have been lost (a timeout, a 503): the jobs are not leased to nobody."""
+    queued = await enqueued(store, *range(4))
+    lost = await store.claim(Q, "a", max_jobs=2, lease_s=LEASE_S)
+    other = await store.claim(Q, "b", max_jobs=1, lease_s=LEASE_S)
+
+    again = await store.claim(Q, "a", max_jobs=3, lease_s=LEASE_S)
+
+    assert ids(lost) == queued[:2]
+    assert ids(other) == [queued[2]]
+    assert ids(again) == [*queued[:2], queued[3]], "held jobs first, then new ones up to max"
+    assert [job.attempts for job in again] == [1, 1, 1], "handing a held job back is not a new attempt"
+    assert counts(await store.stats(Q)) == (0, 4, 0, 0)
+
+
 async def test_a_queue_never_used_has_no_stats_and_no_jobs(store: QueueStore) -> None:
     assert await store.stats("never") is None
     assert await store.claim("never", "a", max_jobs=5, lease_s=LEASE_S) == []

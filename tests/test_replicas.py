@@ -164,7 +164,9 @@ async def test_an_outcome_from_a_stale_generation_changes_nothing(clients: list[
 async def test_a_forced_state_set_on_one_replica_is_seen_by_the_other(clients: list[httpx.AsyncClient]) -> None:
     forced = ok(
         await clients[0].post(
-            "/breakers/forced/force-open", json={"reason": "maintenance", "ttl_s": None}, headers=ADMIN_HEADERS
+            "/breakers/forced/force-open?create=true",
+            json={"reason": "maintenance", "ttl_s": None},
+            headers=ADMIN_HEADERS,
         )
     )
     assert forced["forced"] == "OPEN"
@@ -221,7 +223,9 @@ async def test_a_replica_degrades_while_redis_is_down_and_returns_by_itself(
             assert decision["allowed"]
             assert (await client.get("/health/ready")).status_code == 503
         refused = await clients[0].post(
-            "/breakers/outage/force-open", json={"reason": "during outage", "ttl_s": None}, headers=ADMIN_HEADERS
+            "/breakers/outage/force-open?create=true",
+            json={"reason": "during outage", "ttl_s": None},
+            headers=ADMIN_HEADERS,
         )
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "ORC_005"
@@ -247,7 +251,9 @@ async def test_a_replica_degrades_while_redis_is_down_and_returns_by_itself(
         assert set(statuses) == {200}
 
         forced = await clients[0].post(
-            "/breakers/outage/force-open", json={"reason": "after outage", "ttl_s": None}, headers=ADMIN_HEADERS
+            "/breakers/outage/force-open?create=true",
+            json={"reason": "after outage", "ttl_s": None},
+            headers=ADMIN_HEADERS,
         )
         assert ok(forced)["forced"] == "OPEN"
         assert not (await acquire(clients[1], "outage"))["allowed"]

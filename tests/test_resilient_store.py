@@ -240,15 +240,20 @@ async def test_declared_breakers_come_back_after_an_empty_restart(
         assert (await store.snapshot("declared")).config == SPECIAL
 
 
-async def test_starts_degraded_when_redis_is_down(redis_server_factory: RedisServerFactory) -> None:
+async def test_a_replica_that_never_reached_its_store_refuses_instead_of_guessing(
+    redis_server_factory: RedisServerFactory,
+) -> None:
     server = redis_server_factory()
     server.kill()
     async with open_store(server.url) as store:
         await store.declare("declared", SPECIAL)
         assert store.degraded
-        decision = await store.acquire("declared")
-        assert decision.degraded
-        assert (await store.snapshot("declared")).config == SPECIAL
+        assert not store.reached
+        for attempt in (store.acquire("declared"), store.record("declared", FAILURE), store.snapshot("declared")):
+            with pytest.raises(StoreUnavailableError):
+                await attempt
+        with pytest.raises(StoreUnavailableError):
+            await store.force("declared", State.OPEN, reason="drill", ttl_s=None, actor="ops")
 
         server.restart()
         await recovered(store)

@@ -13,7 +13,8 @@
 -- The snapshot reply several scripts return (integers; times in ms):
 --   {machine state, forced or "", generation, consecutive_failures, consecutive_successes,
 --    opened_at_ms (0: never), retry_after_ms (-1: none), config JSON, success, failure, rejected,
---    forced_until_ms (0: none), forced actor or "", forced reason or "", made}
+--    forced_until_ms (0: none), forced actor or "", forced reason or "",
+--    incarnation (random per creation; "" for a breaker made before incarnations), made}
 -- `made` lists the transitions this run of the script made, as "FROM>TO" joined by "," ("" for none): the
 -- replica that ran it counts them in its metrics, so a sum over replicas counts each transition once.
 --
@@ -184,7 +185,7 @@ local function snapshot_reply()
   return {
     S.state, S.forced, S.generation, S.consecutive_failures, S.consecutive_successes, S.opened_at_ms,
     retry_after_ms, S.config, S.success, S.failure, S.rejected, S.forced_until_ms, S.forced_actor, S.forced_reason,
-    made(),
+    S.incarnation or '', made(),
   }
 end
 
@@ -206,6 +207,7 @@ local function snapshot_json()
     opened_at = S.opened_at_ms ~= 0 and S.opened_at_ms / 1000 or cjson.null,
     retry_after_s = retry_after_ms >= 0 and retry_after_ms / 1000 or cjson.null,
     counts = {success = S.success, failure = S.failure, rejected = S.rejected},
+    incarnation = (S.incarnation or '') ~= '' and S.incarnation or cjson.null,
   })
   -- The config goes in verbatim (re-encoding it with cjson could turn 60.0 into 60), unless it was corrected.
   local config = CONFIG_CORRECTED and cjson.encode(cfg) or S.config

@@ -1,5 +1,5 @@
--- queue_claim.lua: take back expired leases, then lease jobs due for a retry, then new jobs. Runs after
--- queue_lib.lua.
+-- queue_claim.lua: take back expired leases, then hand the consumer the jobs it still holds, then lease jobs due
+-- for a retry, then new jobs. Runs after queue_lib.lua.
 -- KEYS[1..5], ARGV[1] as in queue_lib.lua
 -- ARGV[2] consumer   ARGV[3] max jobs   ARGV[4] lease ms   ARGV[5] max_attempts   ARGV[6] sweep limit
 -- ARGV[7] max payload bytes: the payloads handed out add up to at most this, except that the first job is always
@@ -39,7 +39,28 @@ local function lease(id, fields)
   bytes = bytes + #payload
 end
 
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', RETRY, '-inf', NOW_MS, 'LIMIT', 0, max_jobs)) do
+-- The jobs this consumer still holds under a live lease come first, lease renewed, same attempt: a consumer whose
+-- claim answer was lost (a timeout, a 503) gets them back instead of leaving them leased to nobody.
+for _, pending in ipairs(redis.call('XPENDING', JOBS, GROUP, '-', '+', max_jobs, consumer)) do
+  local id = pending[1]
+  local entry = redis.call('ZSCORE', LEASES, id) and redis.call('XRANGE', JOBS, id, id)[1]
+  if entry then
+    local payload = field(entry[2], 'payload')
+    if not fits(#payload) then break end
+    redis.call('ZADD', LEASES, NOW_MS + lease_ms, id)
+    claimed[#claimed + 1] = id
+    claimed[#claimed + 1] = payload
+    claimed[#claimed + 1] = tonumber(redis.call('HGET', ATTEMPTS, id)) or 0
+    count = count + 1
+    bytes = bytes + #payload
+  end
+end
+
+local due = {}
+if count < max_jobs then
+  due = redis.call('ZRANGEBYSCORE', RETRY, '-inf', NOW_MS, 'LIMIT', 0, max_jobs - count)
+end
+for _, id in ipairs(due) do
   local peeked = redis.call('XRANGE', JOBS, id, id)[1]
   if peeked and not fits(#field(peeked[2], 'payload')) then break end
   redis.call('ZREM', RETRY, id)

@@ -50,6 +50,7 @@ _FORCE: Final = msgspec.json.Decoder(ForceRequest)
 _RESET: Final = msgspec.json.Decoder(ResetRequest)
 _PATCH: Final = msgspec.json.Decoder(ConfigPatch)
 _OBJECT: Final = msgspec.json.Decoder(dict[str, Any])
+_FORCE_QUERY: Final = {"create": bool}
 
 
 @operation(
@@ -146,18 +147,31 @@ async def recorded(ctx: AppContext, name: str, outcome: Outcome) -> Snapshot:
 async def _force(request: Request, mode: State) -> Response:
     body = await read_body(request, _FORCE)
     structlog.contextvars.bind_contextvars(reason=body.reason)
-    snapshot = await context(request).store.force(
-        name_of(request), mode, reason=body.reason, ttl_s=body.ttl_s, actor=actor_of(request)
-    )
+    store = context(request).store
+    if not query_value(request, "create", bool, False):
+        await store.snapshot(name_of(request))  # a typo during an incident must not pass silently: 404 ORC_009
+    snapshot = await store.force(name_of(request), mode, reason=body.reason, ttl_s=body.ttl_s, actor=actor_of(request))
     return MsgspecResponse(snapshot)
 
 
-@operation("Force the breaker OPEN (deny every call)", role=Role.ADMIN, body=ForceRequest, answer=Snapshot)
+@operation(
+    "Force the breaker OPEN (deny every call); ?create=true creates an unknown one",
+    role=Role.ADMIN,
+    body=ForceRequest,
+    answer=Snapshot,
+    query=_FORCE_QUERY,
+)
 async def force_open(request: Request) -> Response:
     return await _force(request, State.OPEN)
 
 
-@operation("Force the breaker CLOSED (allow every call)", role=Role.ADMIN, body=ForceRequest, answer=Snapshot)
+@operation(
+    "Force the breaker CLOSED (allow every call); ?create=true creates an unknown one",
+    role=Role.ADMIN,
+    body=ForceRequest,
+    answer=Snapshot,
+    query=_FORCE_QUERY,
+)
 async def force_close(request: Request) -> Response:
     return await _force(request, State.CLOSED)
 

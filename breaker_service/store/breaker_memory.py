@@ -37,8 +37,16 @@ HISTORY_MAX: Final = 1000
 class MemoryStore:
     """Breakers held in this process; the same semantics as the Lua scripts."""
 
-    def __init__(self, *, resolve_config: ConfigResolver, max_breakers: int = 10_000, clock: Clock = wall_clock_ms):
+    def __init__(
+        self,
+        *,
+        resolve_config: ConfigResolver,
+        max_breakers: int = 10_000,
+        clock: Clock = wall_clock_ms,
+        auto_create: bool = True,
+    ):
         self._resolve_config = resolve_config
+        self._auto_create = auto_create
         self._max_breakers = max_breakers
         self._clock = clock
         self._machines: dict[str, BreakerMachine] = {}
@@ -116,14 +124,14 @@ class MemoryStore:
         self._publish(StoreEvent(kind="deleted", data=Deleted(name=name)))
 
     async def acquire(self, name: str, *, lease: bool = False) -> Decision:
-        machine = self._get_or_create(name)
+        machine = self._get_or_create(name, admin=False)
         now_ms = self._clock()
         decision, events = machine.acquire(now_ms, lease=lease)
         self._emit(machine, events, now_ms)
         return decision
 
     async def record(self, name: str, outcome: Outcome) -> Snapshot:
-        machine = self._get_or_create(name)
+        machine = self._get_or_create(name, admin=False)
         now_ms = self._clock()
         self._emit(machine, machine.record(outcome, now_ms), now_ms)
         return machine.view(now_ms)
@@ -175,8 +183,13 @@ class MemoryStore:
             raise UnknownBreakerError(f"no breaker named {name!r}")
         return machine
 
-    def _get_or_create(self, name: str) -> BreakerMachine:
-        return self._machines.get(name) or self._create(name, self._resolve_config(name))
+    def _get_or_create(self, name: str, *, admin: bool = True) -> BreakerMachine:
+        machine = self._machines.get(name)
+        if machine is not None:
+            return machine
+        if not (admin or self._auto_create):
+            raise UnknownBreakerError(f"no breaker named {name!r} (only admins create breakers here)")
+        return self._create(name, self._resolve_config(name))
 
     def _create(self, name: str, config: BreakerConfig) -> BreakerMachine:
         if len(self._machines) >= self._max_breakers:

@@ -12,15 +12,17 @@ import time
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from breaker_client.protocol.models import BreakerConfig, ConfigPatch, Decision, Outcome, Snapshot, State, Transition
-from breaker_service.errors import BreakerCapError, UnknownBreakerError
+from breaker_service.errors import BreakerCapError, NotReplicatedError, UnknownBreakerError
 from breaker_service.events import EVENTS_CHANNEL, StoreEvent, decode_event
 from breaker_service.store.audit import AuditEntry, entry_from_stream
-from breaker_service.store.connection_redis import confirmed, unavailable
+from breaker_service.store.connection_redis import confirmed, raise_if_cancelled, unavailable
 from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, history_key, state_key, window_key
-from breaker_service.store.scripts_redis import BreakerScripts, TransitionHook
+from breaker_service.store.recovery_redis import RedisRecovery
+from breaker_service.store.scripts_redis import BreakerScripts, Created, TransitionHook
 from breaker_service.store.status_redis import RedisStatusStore
 from breaker_service.store.window import window_totals
 
@@ -48,11 +50,22 @@ class RedisStore:
         resolve_config: ConfigResolver,
         max_breakers: int = 10_000,
         on_transition: TransitionHook | None = None,
+        auto_create: bool = True,
+        min_replicas: int = 0,
+        replica_wait_s: float = 1.0,
     ) -> None:
         self._redis = redis
         self._resolve_config = resolve_config
         self._max_breakers = max_breakers
+        self._auto_create = auto_create
+        self._min_replicas = min_replicas
+        self._replica_wait_ms = max(1, round(replica_wait_s * 1000))
         self._scripts = BreakerScripts(redis, on_transition=on_transition)
+        self._cluster = isinstance(redis, RedisCluster)
+        self.recovery = RedisRecovery(redis, self._scripts, registry=self._registry())
+        """The store epoch, restoring breakers and reading what a restore needs (breaker_service/store/restorer.py)."""
+        self.on_missing: Callable[[str], Awaitable[bool]] | None = None
+        """Asked before a missing breaker is created: True when it put the breaker back (a store reset)."""
 
     @property
     def kind(self) -> str:
@@ -108,9 +121,10 @@ class RedisStore:
         reason = reason or CONFIG_REASON
         with unavailable():
             snapshot = await self._creating(
-                name, lambda: self._scripts.update(name, config, actor=actor, reason=reason), config
+                name, lambda: self._scripts.update(name, config, actor=actor, reason=reason), config, admin=True
             )
             await self._audit(name, "configure", actor, reason)
+            await self._replicated()
         return snapshot
 
     async def patch(self, name: str, patch: ConfigPatch, *, actor: str | None, reason: str | None) -> Snapshot:
@@ -119,6 +133,7 @@ class RedisStore:
         with unavailable():
             snapshot = _known(name, await self._scripts.patch(name, patch, actor=actor, reason=reason))
             await self._audit(name, "configure", actor, reason)
+            await self._replicated()
         return snapshot
 
     async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
@@ -130,6 +145,7 @@ class RedisStore:
             pipe.srem(REGISTRY_KEY, name)
             _add_audit(pipe, name, "delete", actor, reason)
             await pipe.execute()
+            await self._replicated()
 
     async def acquire(self, name: str, *, lease: bool = False) -> Decision:
         """Ask to make one call; one EVALSHA for an existing breaker."""
@@ -145,9 +161,10 @@ class RedisStore:
         """Force OPEN or CLOSED; audited."""
         with unavailable():
             snapshot = await self._creating(
-                name, lambda: self._scripts.force(name, mode, reason=reason, ttl_s=ttl_s, actor=actor)
+                name, lambda: self._scripts.force(name, mode, reason=reason, ttl_s=ttl_s, actor=actor), admin=True
             )
             await self._audit(name, f"force-{mode.value.lower()}", actor, reason)
+            await self._replicated()
         return snapshot
 
     async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:
@@ -155,6 +172,7 @@ class RedisStore:
         with unavailable():
             snapshot = _known(name, await self._scripts.reset(name, reason=reason, actor=actor))
             await self._audit(name, "reset", actor, reason)
+            await self._replicated()
         return snapshot
 
     async def history(self, name: str, *, limit: int = 100) -> list[Transition]:
@@ -198,6 +216,7 @@ class RedisStore:
             if subscribed is not None:
                 subscribed.set()
             while True:
+                raise_if_cancelled()
                 with unavailable():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is not None and (event := decode_event(message["data"])) is not None:
@@ -205,32 +224,62 @@ class RedisStore:
         finally:
             await pubsub.aclose()
 
+    async def _replicated(self) -> None:
+        """With `min_replicas`, wait for Redis replicas to confirm the write just made (best effort: WAIT)."""
+        if self._min_replicas == 0:
+            return
+        acked = int(await self._redis.wait(self._min_replicas, self._replica_wait_ms))
+        if acked < self._min_replicas:
+            raise NotReplicatedError(
+                f"the write is applied, but {acked} of {self._min_replicas} Redis replicas confirmed it in time",
+                details={"applied": True, "replicas": acked, "min_replicas": self._min_replicas},
+            )
+
     async def _creating(
-        self, name: str, run: Callable[[], Awaitable[_T | None]], config: BreakerConfig | None = None
+        self,
+        name: str,
+        run: Callable[[], Awaitable[_T | None]],
+        config: BreakerConfig | None = None,
+        *,
+        admin: bool = False,
     ) -> _T:
-        """Run a script; if it answers "missing", create the breaker and run it once more."""
+        """Run a script; if it answers "missing", restore or create the breaker and run it once more."""
         result = await run()
         if result is None:
-            await self._create(name, config if config is not None else self._resolve_config(name))
+            restored = self.on_missing is not None and await self.on_missing(name)
+            if not restored:
+                if not (admin or self._auto_create):
+                    raise UnknownBreakerError(f"no breaker named {name!r} (only admins create breakers here)")
+                await self._create(name, config if config is not None else self._resolve_config(name))
             result = await run()
             if result is None:
                 raise UnknownBreakerError(f"breaker {name!r} was deleted while it was being created")
         return result
 
     async def _create(self, name: str, config: BreakerConfig) -> None:
-        """Create the breaker unless it exists: cap check, registry, then configure.lua."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.sismember(REGISTRY_KEY, name)
-        pipe.scard(REGISTRY_KEY)
-        registered, count = await pipe.execute()
-        if not registered and count >= self._max_breakers:
-            raise BreakerCapError(
-                f"creating {name!r} would exceed the cap of {self._max_breakers} breakers",
-                details={"max_breakers": self._max_breakers},
-            )
-        # Registry first: a crash in between leaves a name without keys (skipped), never a hidden breaker.
-        await self._redis.sadd(REGISTRY_KEY, name)
-        await self._scripts.create(name, config)
+        """Create the breaker unless it exists, within the cap: one script (create.lua); two steps on Cluster."""
+        if self._cluster:
+            # The registry lives in a slot of its own: check, then add, so concurrent creations may pass the cap.
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.sismember(REGISTRY_KEY, name)
+            pipe.scard(REGISTRY_KEY)
+            registered, count = await pipe.execute()
+            if not registered and count >= self._max_breakers:
+                raise self._cap_error(name)
+            # Registry first: a crash in between leaves a name without keys (skipped), never a hidden breaker.
+            await self._redis.sadd(REGISTRY_KEY, name)
+        created = await self._scripts.create(name, config, registry=self._registry(), cap=self._max_breakers)
+        if created is Created.CAPPED:
+            raise self._cap_error(name)
+
+    def _registry(self) -> str | None:
+        return None if isinstance(self._redis, RedisCluster) else REGISTRY_KEY
+
+    def _cap_error(self, name: str) -> BreakerCapError:
+        return BreakerCapError(
+            f"creating {name!r} would exceed the cap of {self._max_breakers} breakers",
+            details={"max_breakers": self._max_breakers},
+        )
 
     async def _audit(self, name: str, action: str, actor: str | None, reason: str | None) -> None:
         pipe = self._redis.pipeline(transaction=False)

@@ -13,10 +13,18 @@ answered for each breaker. When a call raises `StoreUnavailableError` the store 
   `StoreUnavailableError` (503 ORC_005) while it is down: they are never kept only locally.
 
 A background task retries the shared store, backing off from `retry_min_s` to `retry_max_s`; `ping()` and a
-successful admin write try too. The first that gets an answer declares the config-file breakers again (a Redis
-restarted empty gets them back) and switches back to the shared store. The local, degraded-era state is then
-dropped: shared state wins. What the local machines counted during the outage is not merged back; every replica
+successful admin write try too. The first that gets an answer checks the store epoch (restoring what a reset lost,
+`breaker_service/store/restorer.py`), declares the config-file breakers again and switches back to the shared
+store. The local, degraded-era state is then dropped: shared state wins, and a `resync` event tells every listener
+to read snapshots again. What the local machines counted during the outage is not merged back; every replica
 counted on its own, so no merge would be right.
+
+Until it has read its store once (the epoch), the replica knows nothing it could answer from: acquire, record,
+reads and admin writes answer 503 ORC_005 (never a guess from defaults). While degraded, a breaker the replica has
+never seen follows its config's `when_unknown`: "allow" runs a fresh local machine, "deny" refuses.
+
+No call waits on the shared store longer than `timeout_s`: a hung Redis costs a request that long, once, and the
+store turns degraded.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import msgspec
 import structlog
@@ -43,16 +51,22 @@ from breaker_client.protocol.models import (
     Transition,
 )
 from breaker_service.clock import Clock, wall_clock_ms
-from breaker_service.errors import BreakerCapError, StoreUnavailableError, UnknownBreakerError
+from breaker_service.errors import BreakerCapError, NotReplicatedError, StoreUnavailableError, UnknownBreakerError
+from breaker_service.store.connection_redis import raise_if_cancelled
+from breaker_service.store.recollection import ReplicaMemory
+from breaker_service.store.restorer import Restorer
 from breaker_service.store.window import machine_window_totals
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Sequence
 
     from breaker_service.events import StoreEvent
     from breaker_service.store.audit import AuditEntry
-    from breaker_service.store.breaker_base import BreakerStore, ConfigResolver
+    from breaker_service.store.breaker_base import ConfigResolver
+    from breaker_service.store.breaker_redis import RedisStore
     from breaker_service.store.status_base import StatusStore
+
+_T = TypeVar("_T")
 
 LOCAL_PERMIT_PREFIX: Final = "local-"
 
@@ -60,24 +74,19 @@ LOCAL_PERMIT_PREFIX: Final = "local-"
 log = structlog.get_logger("breaker_service.store")
 
 
-class _Known(msgspec.Struct):
-    """The last snapshot the shared store answered, and when (local clock) it did."""
-
-    snapshot: Snapshot
-    seen_ms: int
-
-
 class ResilientStore:
     """The shared store, with a local fallback for acquire, record and reads while it is unreachable."""
 
     def __init__(
         self,
-        shared: BreakerStore,
+        shared: RedisStore,
         *,
         resolve_config: ConfigResolver,
         max_breakers: int = 10_000,
         retry_min_s: float = 0.5,
-        retry_max_s: float = 5.0,
+        retry_max_s: float = 1.0,
+        timeout_s: float = 2.0,
+        epoch_check_s: float = 1.0,
         clock: Clock = wall_clock_ms,
     ) -> None:
         if not 0 < retry_min_s <= retry_max_s:
@@ -87,10 +96,14 @@ class ResilientStore:
         self._max_breakers = max_breakers
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
+        self._timeout_s = timeout_s
         self._clock = clock
-        self._known: dict[str, _Known] = {}
+        self._memory = ReplicaMemory(max_breakers=max_breakers)
+        self._known = self._memory.known
+        self._declared = self._memory.declared
+        self._restorer = Restorer(shared, self._memory, clock=clock, check_interval_s=epoch_check_s)
+        shared.on_missing = self._restorer.on_missing
         self._local: dict[str, BreakerMachine] = {}
-        self._declared: dict[str, BreakerConfig] = {}
         self._shared_started = False
         self._healthy = asyncio.Event()
         self._healthy.set()
@@ -105,17 +118,24 @@ class ResilientStore:
     def degraded(self) -> bool:
         return not self._healthy.is_set()
 
+    @property
+    def reached(self) -> bool:
+        """Whether this replica has read its store at least once (before that it answers 503, never a guess)."""
+        return self._restorer.epoch is not None
+
     async def start(self) -> None:
-        """Start the shared store; if it is unreachable, start degraded and keep trying in the background."""
+        """Start the shared store and read its epoch; if it is unreachable, start degraded and keep trying."""
         try:
-            await self._shared.start()
+            await self._bounded(self._shared.start())
+            self._shared_started = True
+            await self._bounded(self._restorer.check())
         except StoreUnavailableError as exc:
             self._enter_degraded(exc)
-        else:
-            self._shared_started = True
+        self._restorer.start_watching(lambda: not self.degraded)
 
     async def close(self) -> None:
         self._closed = True
+        await self._restorer.close()
         if self._recovery is not None:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,7 +146,11 @@ class ResilientStore:
         """Whether the shared store answers now; an answer ends a degraded spell, a failure starts one."""
         if self.degraded:
             return await self._reconnect()
-        if await self._shared.ping():
+        try:
+            answered = await self._bounded(self._shared.ping())
+        except StoreUnavailableError:
+            answered = False
+        if answered:
             return True
         self._enter_degraded(StoreUnavailableError("the store does not answer PING"))
         return False
@@ -136,24 +160,26 @@ class ResilientStore:
         self._declared[name] = config
         if not self.degraded:
             try:
-                await self._shared.declare(name, config)
+                await self._bounded(self._shared.declare(name, config))
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
 
     # -- reads: local while degraded ----------------------------------------------------------------------------
 
     async def names(self) -> list[str]:
+        self._require_reached()
         if not self.degraded:
             try:
-                return await self._shared.names()
+                return await self._bounded(self._shared.names())
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
         return sorted(self._local.keys() | self._known.keys())
 
     async def snapshot(self, name: str) -> Snapshot:
+        self._require_reached()
         if not self.degraded:
             try:
-                return self._remember(await self._shared.snapshot(name))
+                return self._remember(await self._bounded(self._shared.snapshot(name)))
             except UnknownBreakerError:
                 self._known.pop(name, None)
                 raise
@@ -164,9 +190,10 @@ class ResilientStore:
         return self._local_snapshot(name)
 
     async def snapshots(self, names: Sequence[str] | None = None) -> list[Snapshot]:
+        self._require_reached()
         if not self.degraded:
             try:
-                return [self._remember(snapshot) for snapshot in await self._shared.snapshots(names)]
+                return [self._remember(snapshot) for snapshot in await self._bounded(self._shared.snapshots(names))]
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
         known = self._local.keys() | self._known.keys()
@@ -176,7 +203,7 @@ class ResilientStore:
         if self.degraded:
             raise StoreUnavailableError("the store is unreachable, and history lives only there")
         try:
-            return await self._shared.history(name, limit=limit)
+            return await self._bounded(self._shared.history(name, limit=limit))
         except StoreUnavailableError as exc:
             self._enter_degraded(exc)
             raise
@@ -203,22 +230,30 @@ class ResilientStore:
     # -- the hot path -----------------------------------------------------------------------------------------
 
     async def acquire(self, name: str, *, lease: bool = False) -> Decision:
+        self._require_reached()
         if not self.degraded:
             try:
-                decision = await self._shared.acquire(name, lease=lease)
+                decision = await self._bounded(self._shared.acquire(name, lease=lease))
+                if await self._restorer.lost_writes(name, decision.generation):
+                    decision = await self._bounded(self._shared.acquire(name, lease=lease))
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
             else:
                 self._remember_decision(name, decision)
                 return decision
+        if name not in self._local and name not in self._known and self._config(name).when_unknown == "deny":
+            return Decision(
+                allowed=False, state=State.OPEN, generation=0, retry_after_s=self._retry_max_s, degraded=True
+            )
         decision, _ = self._machine(name).acquire(self._clock(), lease=lease)
         permit = None if decision.permit is None else LOCAL_PERMIT_PREFIX + decision.permit
         return msgspec.structs.replace(decision, permit=permit, degraded=True)
 
     async def record(self, name: str, outcome: Outcome) -> Snapshot:
+        self._require_reached()
         if not self.degraded:
             try:
-                return self._remember(await self._shared.record(name, outcome))
+                return self._remember(await self._bounded(self._shared.record(name, outcome)))
             except StoreUnavailableError as exc:
                 self._enter_degraded(exc)
         if outcome.permit is not None and outcome.permit.startswith(LOCAL_PERMIT_PREFIX):
@@ -241,8 +276,7 @@ class ResilientStore:
     async def delete(self, name: str, *, actor: str | None, reason: str | None) -> None:
         async with self._writing():
             await self._shared.delete(name, actor=actor, reason=reason)
-        self._known.pop(name, None)
-        self._declared.pop(name, None)
+        self._memory.forget(name)
 
     async def force(self, name: str, mode: State, *, reason: str, ttl_s: float | None, actor: str | None) -> Snapshot:
         async with self._writing():
@@ -252,6 +286,10 @@ class ResilientStore:
         async with self._writing():
             return self._remember(await self._shared.reset(name, reason=reason, actor=actor))
 
+    async def eviction_policy(self) -> str:
+        """The shared store's `maxmemory-policy`."""
+        return await self._bounded(self._shared.recovery.eviction_policy())
+
     def status_store(self) -> StatusStore:
         """The shared store's: it raises `StoreUnavailableError` while that is unreachable (no local fallback)."""
         return self._shared.status_store()
@@ -260,16 +298,28 @@ class ResilientStore:
         """The shared store's events, once it is reachable (never subscribing while degraded).
 
         A lost subscription raises `StoreUnavailableError`, as the shared store's feed does: the one loop that
-        subscribes again is the replica's `EventHub`, which every listener goes through. A lost subscription alone
-        does not make the store degraded: acquire and record decide that. Events published while no subscription was
-        up are lost (pub/sub keeps nothing). Transitions of the local machines are not published: they are this
-        replica's alone. The snapshots the events carry (`breaker`, `config`) keep what this replica knows current
-        for a later outage, whichever replica made the change.
+        subscribes again is the replica's `EventHub`, which ends every listener's stream then (events may have been
+        missed: SSE clients reconnect and take a fresh snapshot). A lost subscription alone does not make the store
+        degraded: acquire and record decide that. Transitions of the local machines are not published: they are
+        this replica's alone. The snapshots the events carry (`breaker`, `config`) keep what this replica knows
+        current, forces with their actor, reason and end included, for a later outage or store reset.
         """
         await self._healthy.wait()
-        async for event in self._shared.events(subscribed):
-            self._learn(event)
-            yield event
+        try:
+            async for event in self._shared.events(subscribed):
+                self._learn(event)
+                yield event
+        except StoreUnavailableError:
+            # redis-py may turn the consumer's cancellation into a connection error; a loop that survives store
+            # errors on purpose (the hub's) would otherwise subscribe again, for ever.
+            raise_if_cancelled()
+            raise
+
+    def _learn(self, event: StoreEvent) -> None:
+        if isinstance(event.data, Snapshot):
+            self._remember(event.data)
+        elif isinstance(event.data, Deleted):
+            self._memory.forget(event.data.name)
 
     # -- degraded spells ----------------------------------------------------------------------------------------
 
@@ -278,6 +328,8 @@ class ResilientStore:
         """Around an admin write: a failure starts a degraded spell, a success tries to end one."""
         try:
             yield
+        except NotReplicatedError:
+            raise  # applied: the store answers
         except StoreUnavailableError as exc:
             self._enter_degraded(exc)
             raise
@@ -299,16 +351,18 @@ class ResilientStore:
             await self._reconnect()
 
     async def _reconnect(self) -> bool:
-        """One attempt to go back to the shared store: start it if never started, ping, declare; True when back."""
+        """One attempt to go back to the shared store: start, ping, check the epoch, declare; True when back."""
         try:
-            if not self._shared_started:
-                await self._shared.start()
-                self._shared_started = True
-            if not await self._shared.ping():
-                return False
-            for name, config in list(self._declared.items()):
-                await self._shared.declare(name, config)
-        except StoreUnavailableError:
+            async with asyncio.timeout(self._timeout_s * 4):
+                if not self._shared_started:
+                    await self._shared.start()
+                    self._shared_started = True
+                if not await self._shared.ping():
+                    return False
+                await self._restorer.check()
+                for name, config in list(self._declared.items()):
+                    await self._shared.declare(name, config)
+        except (StoreUnavailableError, TimeoutError):
             return False
         if self.degraded:
             dropped = len(self._local)
@@ -318,7 +372,25 @@ class ResilientStore:
                 self._recovery.cancel()
             self._recovery = None
             log.warning("store recovered: back to shared state", store=self.kind, local_breakers_dropped=dropped)
+            with contextlib.suppress(StoreUnavailableError):
+                # Listeners may hold what this replica's local machines made up: they read the shared state again.
+                await self._bounded(self._shared.recovery.publish_resync("store recovered: read shared state again"))
         return True
+
+    async def _bounded(self, call: Awaitable[_T]) -> _T:
+        """`call`, given up after the store timeout (a hung Redis; a pool with no free connection)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call
+        except TimeoutError as exc:
+            raise StoreUnavailableError(f"the store did not answer within {self._timeout_s} s") from exc
+
+    def _require_reached(self) -> None:
+        if not self.reached:
+            raise StoreUnavailableError("this replica has not reached its store yet: it knows no breaker's state")
+
+    def _config(self, name: str) -> BreakerConfig:
+        return self._declared.get(name) or self._resolve_config(name)
 
     # -- local state ------------------------------------------------------------------------------------------
 
@@ -333,7 +405,7 @@ class ResilientStore:
         if known is not None:
             machine = _seed(known.snapshot, known.seen_ms)
         else:
-            machine = BreakerMachine(name=name, config=self._declared.get(name) or self._resolve_config(name))
+            machine = BreakerMachine(name=name, config=self._config(name))
         self._local[name] = machine
         return machine
 
@@ -341,16 +413,9 @@ class ResilientStore:
         snapshot, _ = self._machine(name).snapshot(self._clock())
         return snapshot
 
-    def _learn(self, event: StoreEvent) -> None:
-        if isinstance(event.data, Snapshot):
-            self._remember(event.data)
-        elif isinstance(event.data, Deleted):
-            self._known.pop(event.data.name, None)
-
     def _remember(self, snapshot: Snapshot) -> Snapshot:
-        if self._known.pop(snapshot.name, None) is None and len(self._known) >= self._max_breakers:
-            del self._known[next(iter(self._known))]
-        self._known[snapshot.name] = _Known(snapshot=snapshot, seen_ms=self._clock())
+        self._restorer.saw(snapshot)
+        self._memory.remember(snapshot, self._clock())
         return snapshot
 
     def _remember_decision(self, name: str, decision: Decision) -> None:

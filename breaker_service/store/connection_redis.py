@@ -6,6 +6,7 @@ Every Redis-backed store (breakers, status, queues) runs on a client from `creat
 
 from __future__ import annotations
 
+import asyncio
 import re
 import urllib.parse
 from contextlib import contextmanager
@@ -60,6 +61,14 @@ def unavailable() -> Iterator[None]:
         raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled and redis-py swallowed it (it may, while it closes or reads a
+    connection): without this, a loop that blocks on Redis next would not end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def confirmed(pubsub: PubSub) -> None:
     """Wait for Redis to confirm SUBSCRIBE: only then is it live, and a snapshot read after it misses nothing."""
     while True:
@@ -69,25 +78,27 @@ async def confirmed(pubsub: PubSub) -> None:
 
 
 def create_redis(
-    url: str, *, cluster: bool = False, max_connections: int = 256, pool_timeout_s: float = 5.0, **options: Any
+    url: str, *, cluster: bool = False, max_connections: int = 256, timeout_s: float = 2.0, **options: Any
 ) -> RedisClient:
     """A client for `REDIS_URL`: `redis://`, `rediss://`, `redis+sentinel://h:p[,h:p]/master`, or a cluster node.
 
-    Replies stay bytes (`decode_responses` off): the stores decode them themselves. A burst of more concurrent
-    requests than `max_connections` waits up to `pool_timeout_s` for a connection instead of failing at once.
-    A command that meets a pooled connection Redis closed (after a restart) is sent once more on a fresh one;
-    connecting gives up after a second and a command after two (a Redis that hangs rather than refuses), so an
-    outage turns into degraded answers quickly. Blocking pub/sub reads are exempt from the command timeout.
+    Replies stay bytes (`decode_responses` off): the stores decode them themselves. A command is sent once and never
+    again: one that timed out may still run when a hung Redis resumes, so sending it again could apply it twice
+    (redis-py's `Retry` cannot tell "nothing was sent" from "no answer came"). A pooled connection that Redis closed
+    (after a restart) is not a failed command: the pool checks each connection before handing it out and reconnects
+    a closed one. A burst of more concurrent requests than `max_connections` waits at most `timeout_s` for a
+    connection, a command at most `timeout_s` for its answer, and connecting at most a second, so a Redis that
+    hangs rather than refuses turns into degraded answers quickly. Blocking pub/sub reads are exempt.
     """
-    options.setdefault("retry", Retry(NoBackoff(), 1))
-    options.setdefault("socket_connect_timeout", 1.0)
-    options.setdefault("socket_timeout", 2.0)
+    options.setdefault("retry", Retry(NoBackoff(), 0))
+    options.setdefault("socket_connect_timeout", min(1.0, timeout_s))
+    options.setdefault("socket_timeout", timeout_s)
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections, **options)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "redis+sentinel":
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout_s, **options
+            url, max_connections=max_connections, timeout=timeout_s, **options
         )
         return redis.asyncio.Redis.from_pool(pool)
     hosts = parts.netloc.rpartition("@")[2]

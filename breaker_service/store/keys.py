@@ -11,6 +11,8 @@ from typing import Final
 REGISTRY_KEY: Final = "brk:registry"
 AUDIT_KEY: Final = "brk:audit"
 AUDIT_MAXLEN: Final = 10_000
+EPOCH_KEY: Final = "brk:epoch"
+"""String: a random id written when none exists. A changed or missing epoch means the store lost everything."""
 
 
 def state_key(name: str) -> str:

@@ -36,6 +36,8 @@ class _Job:
     payload: bytes
     attempts: int = 0
     delivered: bool = False
+    holder: str | None = None
+    """The consumer the job was last delivered to (a Redis stream's pending entry owner)."""
 
 
 @dataclass(frozen=True)
@@ -128,16 +130,25 @@ class MemoryQueueStore:
                 queue.retry[job_id] = until_ms
         lease_until_ms = now_ms + max(1, math.floor(lease_s * 1000))
         budget = _Budget(self._bounds.max_claim_bytes)
-        chosen = list(budget.take(queue, (job_id for job_id, _ in _due(queue.retry, now_ms, max_jobs))))
+        # Jobs the consumer still holds come first, same attempt (its last claim answer may have been lost).
+        pending = itertools.islice((i for i, job in queue.jobs.items() if job.holder == consumer), max_jobs)
+        claimed = []
+        for job_id in budget.take(queue, [i for i in pending if i in queue.leases]):
+            job = queue.jobs[job_id]
+            queue.leases[job_id] = lease_until_ms
+            claimed.append(Job(id=job_id, payload=msgspec.Raw(job.payload), attempts=job.attempts))
+        room = max_jobs - len(claimed)
+        due = (job_id for job_id, _ in _due(queue.retry, now_ms, room))
+        chosen = list(budget.take(queue, due)) if room > 0 else []
         for job_id in chosen:
             del queue.retry[job_id]
-        if len(chosen) < max_jobs:
+        if len(chosen) < room:
             new = (job_id for job_id, job in queue.jobs.items() if not job.delivered)
-            chosen += budget.take(queue, itertools.islice(new, max_jobs - len(chosen)))
-        claimed = []
+            chosen += budget.take(queue, itertools.islice(new, room - len(chosen)))
         for job_id in chosen:
             job = queue.jobs[job_id]
             job.delivered = True
+            job.holder = consumer
             job.attempts += 1
             queue.leases[job_id] = lease_until_ms
             claimed.append(Job(id=job_id, payload=msgspec.Raw(job.payload), attempts=job.attempts))

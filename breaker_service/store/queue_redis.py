@@ -8,6 +8,7 @@ the queue is the durable part, so nothing is kept locally.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.resources
 import math
@@ -61,8 +62,10 @@ class RedisQueueStore:
         idempotency_ttl_s: float = IDEMPOTENCY_TTL_S,
         owns_client: bool = False,
         bounds: QueueBounds = DEFAULT_BOUNDS,
+        timeout_s: float = 2.0,
     ) -> None:
         self._redis = redis
+        self._timeout_s = timeout_s
         self._max_attempts = max_attempts or QueueLimits()
         self._bounds = bounds
         self._idempotency_ttl_ms = str(math.ceil(idempotency_ttl_s * 1000))
@@ -135,8 +138,13 @@ class RedisQueueStore:
         return None if dropped < 0 else dropped
 
     async def _run(self, operation: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
-        with unavailable():
-            return await self._scripts[operation](keys=keys, args=args)
+        # Bounded as a whole (a pooled connection, a handshake, the script), so a hung Redis costs one timeout.
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                with unavailable():
+                    return await self._scripts[operation](keys=keys, args=args)
+        except TimeoutError as exc:
+            raise StoreUnavailableError(f"Redis did not answer within {self._timeout_s} s") from exc
 
 
 def _text(value: bytes | int) -> str:

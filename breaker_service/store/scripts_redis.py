@@ -11,6 +11,7 @@ to its `on_transition` hook, so each replica counts the transitions its own call
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import importlib.resources
 import math
@@ -38,6 +39,7 @@ from breaker_service.events import EVENTS_CHANNEL
 from breaker_service.store.batch_redis import ScriptBatcher
 from breaker_service.store.breaker_base import patched
 from breaker_service.store.keys import breaker_keys, report_key
+from breaker_service.store.recollection import Recollection, new_incarnation
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -50,13 +52,21 @@ TransitionHook: TypeAlias = "Callable[[str, State, State], None]"
 """Called with (breaker, from, to) for each transition a script run by this replica made."""
 
 # The snapshot and decision replies documented in lua/_lib.lua and lua/acquire.lua.
-_SnapshotReply: TypeAlias = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int, int, bytes, bytes]
+_SnapshotReply: TypeAlias = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int, int, bytes, bytes, bytes]
 _DecisionReply: TypeAlias = tuple[int, bytes, int, bytes, int]
 
 _STATES: Final = {state.value.encode(): state for state in State}
 _ENCODER: Final = msgspec.json.Encoder()
 PATCH_ATTEMPTS: Final = 5
 log = structlog.get_logger("breaker_service.store")
+
+
+class Created(enum.IntEnum):
+    """create.lua's answer."""
+
+    CAPPED = -1
+    EXISTED = 0
+    CREATED = 1
 
 
 def _read(name: str) -> bytes:
@@ -66,7 +76,7 @@ def _read(name: str) -> bytes:
 _PRELUDE: Final = _read("_lib")
 SOURCES: Final = {
     operation: _PRELUDE + b"\n" + _read(operation)
-    for operation in ("acquire", "record", "snapshot", "configure", "force", "reset", "delete")
+    for operation in ("acquire", "record", "snapshot", "configure", "create", "restore", "force", "reset", "delete")
 }
 
 
@@ -101,7 +111,8 @@ def _snapshot(name: str, raw: Any) -> Snapshot | None:
         forced_until_ms,
         forced_actor,
         forced_reason,
-    ) = msgspec.convert(raw[:14], _SnapshotReply)
+        incarnation,
+    ) = msgspec.convert(raw[:15], _SnapshotReply)
     forced = _STATES[forced_raw] if forced_raw else None
     force = None
     if forced is not None:
@@ -124,6 +135,7 @@ def _snapshot(name: str, raw: Any) -> Snapshot | None:
         retry_after_s=None if retry_after_ms < 0 else retry_after_ms / 1000,
         config=_config(config),
         counts=Counts(success=success, failure=failure, rejected=rejected),
+        incarnation=incarnation.decode() or None,
     )
 
 
@@ -231,9 +243,32 @@ class BreakerScripts:
             pipe.evalsha(sha, 4, *breaker_keys(name), name, EVENTS_CHANNEL)
         return await pipe.execute()
 
-    async def create(self, name: str, config: BreakerConfig) -> bool:
-        """Create a fresh breaker unless it exists; True when created."""
-        return bool(await self._run("configure", name, "create", _ENCODER.encode(config)))
+    async def create(self, name: str, config: BreakerConfig, *, registry: str | None, cap: int) -> Created:
+        """Create a fresh breaker with a new incarnation unless it exists; with `registry`, within `cap` names."""
+        keys = (*breaker_keys(name), registry) if registry is not None else breaker_keys(name)
+        args = (name, EVENTS_CHANNEL, _ENCODER.encode(config), new_incarnation(), str(cap))
+        return Created(int(await self._scripts["create"](keys=keys, args=args)))
+
+    async def restore(
+        self, name: str, memory: Recollection, *, epoch: str, after_reset: bool, registry: str | None
+    ) -> bool:
+        """Put back a breaker the store lost, from `memory`; True when this call restored it (restore.lua)."""
+        keys = (*breaker_keys(name), registry) if registry is not None else breaker_keys(name)
+        force = memory.force
+        args = (
+            name,
+            EVENTS_CHANNEL,
+            epoch,
+            memory.incarnation,
+            str(memory.generation),
+            _ENCODER.encode(memory.config),
+            "" if force is None else force.mode.value,
+            "" if force is None or force.ttl_ms is None else str(force.ttl_ms),
+            "" if force is None else _optional(force.actor),
+            "" if force is None else force.reason,
+            "reset" if after_reset else "lost",
+        )
+        return bool(await self._scripts["restore"](keys=keys, args=args))
 
     async def update(self, name: str, config: BreakerConfig, *, actor: str | None, reason: str) -> Snapshot | None:
         """Replace the config of an existing breaker, audited in its history."""

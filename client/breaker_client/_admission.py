@@ -144,7 +144,9 @@ class Admission:
             self._on_service_error(exc)
             return self._admit_locally(name, view)
         self._set_degraded(False)
-        views.apply_decision(name, decision)
+        if not decision.degraded:
+            # A degraded replica answered from its local state: never keep a generation the shared state lacks.
+            views.apply_decision(name, decision)
         view = views.get(name)
         if not decision.allowed:
             raise CircuitOpenError(name, decision.retry_after_s)

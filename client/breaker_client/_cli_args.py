@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         force = command(action, f"hold a breaker {state} until reset, or for --ttl seconds (admin)")
         force.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail")
         force.add_argument("--ttl", type=_ttl, metavar="S", help="lift the force after S seconds")
-        force.add_argument("--create", action="store_true", help="create the breaker if no breaker has this name")
+        force.add_argument("--create", action="store_true", help="create the breaker if unknown (else: exit 1, 404)")
     reset = command("reset", "back to a fresh CLOSED: counts cleared, force lifted (admin)")
     reset.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail")
     watch = command("watch", "print each state change as it happens, until Ctrl-C", named=False)

@@ -76,7 +76,7 @@ def show_snapshot(snapshot: Snapshot) -> str:
         ("opened at", timestamp(snapshot.opened_at)),
         ("retry after", duration(snapshot.retry_after_s)),
         ("counts", f"success={counts.success} failure={counts.failure} rejected={counts.rejected}"),
-        ("config", " ".join(f"{key}={value:g}" for key, value in config.items() if value is not None)),
+        ("config", " ".join(f"{key}={_number(value)}" for key, value in config.items() if value is not None)),
     ]
     width = max(len(label) for label, _ in fields)
     return "\n".join(f"{label + ':':<{width + 1}}  {value}" for label, value in fields)
@@ -106,3 +106,8 @@ def transition_line(t: Transition) -> str:
         f"{timestamp(t.at)}  {t.name}  {t.from_state} -> {t.to_state}  "
         f"generation={t.generation} actor={t.actor or NONE} reason={t.reason!r}"
     )
+
+
+def _number(value: object) -> str:
+    """A config value: numbers in their shortest form, anything else (a `when_unknown` word) as it is."""
+    return f"{value:g}" if isinstance(value, int | float) else str(value)

@@ -42,6 +42,21 @@ _CONFIG: Final = msgspec.json.Decoder(Snapshot)
 _DELETED: Final = msgspec.json.Decoder(Deleted)
 
 
+class _Resync(msgspec.Struct):
+    name: str | None = None
+
+
+_RESYNC: Final = msgspec.json.Decoder(_Resync)
+
+
+def _resync_all(data: str) -> bool:
+    """Whether a `resync` event asks to read every breaker again (no name, or data this version cannot read)."""
+    try:
+        return _RESYNC.decode(data).name is None
+    except msgspec.DecodeError:
+        return True
+
+
 class EventStream:
     """Keeps `views` current from the service's event stream, reconnecting with jittered exponential backoff."""
 
@@ -106,6 +121,12 @@ class EventStream:
         self._opening = []
         async with self._connection.events(idle_timeout_s=self._idle_timeout_s) as events:
             async for event in events:
+                if event.event == "resync" and _resync_all(event.data):
+                    # Events were missed, or a replica answered from local state: a fresh stream's snapshot
+                    # replaces every view (lower generations included). A resync naming one breaker (restored
+                    # after a store reset) follows that breaker's state event: nothing more to do.
+                    _log.info("breaker.events.resync", data=event.data[:200])
+                    return
                 self._dispatch(event)
 
     def _dispatch(self, event: ServerSentEvent) -> None:

@@ -9,6 +9,7 @@ async with BreakerClient(url, token=TOKEN) as client:
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
@@ -89,8 +90,14 @@ class WorkQueue:
         return self._name
 
     async def enqueue(self, payload: Any, idempotency_key: str | None = None) -> Enqueued:
-        """Add a job (any JSON-encodable payload); a repeated `idempotency_key` answers the first job's id."""
-        body = EnqueueRequest(payload=msgspec.Raw(JSON_ENCODER.encode(payload)), idempotency_key=idempotency_key)
+        """Add a job (any JSON-encodable payload); a repeated `idempotency_key` answers the first job's id.
+
+        Without a key the client makes one for this call, so that sending it again to another replica (after a
+        timeout or a 503, whose outcome is unknown) cannot make a second job. Pass your own to retry safely
+        across calls.
+        """
+        key = idempotency_key if idempotency_key is not None else f"auto-{secrets.token_hex(16)}"
+        body = EnqueueRequest(payload=msgspec.Raw(JSON_ENCODER.encode(payload)), idempotency_key=key)
         return await self._send(f"{self._path}/jobs", body, _ENQUEUED)
 
     async def claim(self, consumer: str, *, max: int = 10, lease_s: float = DEFAULT_LEASE_S) -> list[ClaimedJob]:

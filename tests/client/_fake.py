@@ -50,9 +50,11 @@ def error(status: int, code: str) -> httpx.Response:
 
 @dataclass
 class FakeService:
-    """Answers `/events` with `stream` (first connection; later ones idle), everything else with `handler`."""
+    """Answers `/events` with `stream` (first connection; later ones `later`, then idle), everything else with
+    `handler`."""
 
     stream: list[bytes] = field(default_factory=list)
+    later: list[bytes] = field(default_factory=list)
     handler: Handler = field(default=lambda request: allowed())
     requests: list[httpx.Request] = field(default_factory=list)
     connections: int = 0
@@ -64,7 +66,7 @@ class FakeService:
     def _handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/events":
             self.connections += 1
-            chunks = self.stream if self.connections == 1 else []
+            chunks = self.stream if self.connections == 1 else self.later
             return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=_then_idle(chunks))
         self.requests.append(request)
         return self.handler(request)

@@ -204,7 +204,7 @@ async def test_forced_open_refuses_and_forced_closed_is_fast(
     make_client: ClientFactory, service: ServiceHarness
 ) -> None:
     client, transport = await make_client()
-    await service.admin("POST", "/breakers/payments/force-open", {"reason": "maintenance"})
+    await service.admin("POST", "/breakers/payments/force-open?create=true", {"reason": "maintenance"})
     await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.forced is State.OPEN)
     transport.clear()
 
@@ -213,7 +213,7 @@ async def test_forced_open_refuses_and_forced_closed_is_fast(
     assert refused.value.retry_after_s is None
     assert calls_to_service(transport) == []
 
-    await service.admin("POST", "/breakers/payments/force-close", {"reason": "trust me"})
+    await service.admin("POST", "/breakers/payments/force-close?create=true", {"reason": "trust me"})
     await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.forced is State.CLOSED)
     await client.breaker("payments").call(ok)
     assert calls_to_service(transport) == []
@@ -267,7 +267,7 @@ async def test_async_with_admits_and_reports_a_failure_at_once(make_client: Clie
 
 async def test_async_with_refused_block_does_not_run(make_client: ClientFactory, service: ServiceHarness) -> None:
     client, _ = await make_client()
-    await service.admin("POST", "/breakers/payments/force-open", {"reason": "maintenance"})
+    await service.admin("POST", "/breakers/payments/force-open?create=true", {"reason": "maintenance"})
     ran = False
 
     with pytest.raises(CircuitOpenError):
@@ -325,7 +325,7 @@ async def test_a_transition_is_learned_from_the_stream_without_a_request(
     await earn_fast_path(client, "payments")
     transport.clear()
 
-    await service.admin("POST", "/breakers/payments/force-open", {"reason": "drill", "ttl_s": 60})
+    await service.admin("POST", "/breakers/payments/force-open?create=true", {"reason": "drill", "ttl_s": 60})
     await client.wait_for(
         lambda c: (v := c.view("payments")) is not None and v.forced is State.OPEN and v.deadline is not None
     )

@@ -29,7 +29,7 @@ FAST_RETRY = RetryPolicy(attempts=3, base_s=0, jitter=False)
 
 
 async def force_open(client: BreakerClient, service: ServiceHarness, name: str) -> None:
-    await service.admin("POST", f"/breakers/{name}/force-open", {"reason": "test"})
+    await service.admin("POST", f"/breakers/{name}/force-open?create=true", {"reason": "test"})
     await client.wait_for(lambda c: (v := c.view(name)) is not None and v.forced is State.OPEN)
 
 

@@ -155,7 +155,7 @@ async def test_force_open_shows_as_forced_open_and_is_audited(ctl: Ctl, service:
     await create(service, "sms_agent")
     await trip(service, "openai")
 
-    forced = await ctl("force-open", "sms_agent", "--reason", "provider outage")
+    forced = await ctl("force-open", "sms_agent", "--reason", "provider outage", "--create")
     shown = await ctl("show", "sms_agent")
     audit = await ctl("audit", "--json")
 
@@ -181,9 +181,9 @@ async def test_force_open_shows_as_forced_open_and_is_audited(ctl: Ctl, service:
 async def test_audit_merges_breakers_newest_first_up_to_the_limit(
     ctl: Ctl, service: ServiceHarness, clock: FakeClock
 ) -> None:
-    await ctl("force-open", "sms_agent", "--reason", "first")
+    await ctl("force-open", "sms_agent", "--reason", "first", "--create")
     clock.advance(1)
-    await ctl("force-close", "openai", "--reason", "second", "--ttl", "60")
+    await ctl("force-close", "openai", "--reason", "second", "--ttl", "60", "--create")
     clock.advance(1)
     await ctl("reset", "sms_agent", "--reason", "third")
 
@@ -202,7 +202,7 @@ async def test_audit_merges_breakers_newest_first_up_to_the_limit(
 async def test_force_close_with_ttl_and_reset(ctl: Ctl, service: ServiceHarness) -> None:
     await trip(service, "openai")
 
-    forced = await ctl("force-close", "openai", "--reason", "drill", "--ttl", "120", "--json")
+    forced = await ctl("force-close", "openai", "--reason", "drill", "--ttl", "120", "--create", "--json")
     reset = await ctl("reset", "openai", "--reason", "done", "--json")
 
     assert forced.code == reset.code == Exit.OK
@@ -314,7 +314,7 @@ async def test_url_and_token_come_from_the_environment(
     monkeypatch.setenv("BREAKER_URL", service.url)
     monkeypatch.setenv("BREAKER_TOKEN", ADMIN_TOKEN)
 
-    code = await run(["force-open", "sms_agent", "--reason", "env", "--json"])
+    code = await run(["force-open", "sms_agent", "--reason", "env", "--create", "--json"])
 
     assert code == Exit.OK
     assert json.loads(capsys.readouterr().out)["forced"] == "OPEN"
@@ -359,7 +359,7 @@ async def test_watch_prints_the_transition_a_force_causes(ctl: Ctl, service: Ser
     watching = asyncio.create_task(ctl("watch", "--count", "1", *json_flag, transport=transport))
     await transport.opened.wait()
 
-    await service.admin("POST", "/breakers/sms_agent/force-open", {"reason": "drill"})
+    await service.admin("POST", "/breakers/sms_agent/force-open?create=true", {"reason": "drill"})
     result = await watching
 
     assert result.code == Exit.OK

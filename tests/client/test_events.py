@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import httpx
 import msgspec
 import pytest
 
-from breaker_client import BreakerClient, State, Transition
-from breaker_client.protocol.models import BreakerList, FailureSignal
+from breaker_client import BreakerClient, CircuitOpenError, RetryPolicy, State, Transition
+from breaker_client.protocol.models import BreakerList, Decision, FailureSignal
 from tests.client._fake import FakeService, snapshot, sse
 from tests.client._logs import capture_client_logs
 
@@ -91,6 +92,46 @@ async def test_snapshot_replaces_what_was_known(fake_client: tuple[BreakerClient
     view = client.view("email")
     assert view is not None
     assert view.generation == 4
+
+
+async def test_a_resync_reconnects_and_the_fresh_snapshot_wins_over_a_higher_generation(
+    fake_client: tuple[BreakerClient, FakeService],
+) -> None:
+    """A degraded replica's local state made generation 5; shared state is still generation 1, CLOSED."""
+    client, fake = fake_client
+    made_up = snapshot("payments", generation=5, state=State.OPEN)
+    fake.stream = [sse("snapshot", BreakerList(breakers=[made_up])), sse("resync", '{"name": null, "reason": "x"}')]
+    fake.later = [sse("snapshot", BreakerList(breakers=[snapshot("payments", generation=1)]))]
+
+    client.start()
+    await client.wait_for(lambda c: (v := c.view("payments")) is not None and v.generation == 1 and c.live)
+
+    assert fake.connections == 2
+    view = client.view("payments")
+    assert view is not None
+    assert view.healthy
+
+
+async def test_a_degraded_replicas_decision_does_not_replace_shared_state(
+    fake_client: tuple[BreakerClient, FakeService],
+) -> None:
+    client, fake = fake_client
+    made_up = Decision(allowed=False, state=State.OPEN, generation=5, retry_after_s=30.0, degraded=True)
+    fake.handler = lambda request: httpx.Response(200, content=msgspec.json.encode(made_up))
+    fake.stream = [sse("snapshot", BreakerList(breakers=[snapshot("payments", consecutive_failures=1)]))]
+    client.start()
+    await client.wait_for(lambda c: c.live)
+
+    async def call() -> str:
+        return "ok"
+
+    with pytest.raises(CircuitOpenError):
+        await client.breaker("payments", retry=RetryPolicy(attempts=1)).call(call)
+
+    view = client.view("payments")
+    assert view is not None
+    assert view.generation == 1, "the shared generation stays"
+    assert view.state is State.CLOSED
 
 
 async def test_a_transition_and_the_writers_snapshot_need_no_request(

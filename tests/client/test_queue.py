@@ -123,3 +123,17 @@ async def test_queue_errors_are_the_client_s_error_classes(make_client: ClientFa
         await client.queue("outbox").ack(["not-an-id"])
     with pytest.raises(ValueError, match="invalid queue name"):
         client.queue("bad name")
+
+
+async def test_an_enqueue_without_a_key_gets_one_of_its_own(make_client: ClientFactory) -> None:
+    """So that sending it again to another replica (after a timeout or a 503) cannot make a second job."""
+    client, transport = await make_client()
+    outbox = client.queue("sms_outbox")
+
+    first, second = await outbox.enqueue("a"), await outbox.enqueue("b")
+
+    keys = [e.body["idempotency_key"] for e in transport.exchanges if e.path.endswith("/jobs")]
+    assert len(keys) == 2
+    assert all(isinstance(key, str) and key for key in keys)
+    assert keys[0] != keys[1], "one key per call: two calls are two jobs"
+    assert first.id != second.id

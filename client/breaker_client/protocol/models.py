@@ -85,6 +85,8 @@ class BreakerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     open_backoff: Annotated[float, Meta(ge=1, le=100)] = 1.0
     max_open_timeout_s: PositiveSeconds = 600.0
     retry: RetryConfig | None = None
+    when_unknown: Literal["allow", "deny"] = "allow"
+    """What a replica or client does for this breaker while it cannot know its shared state."""
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError raised here into a ValidationError while decoding.
@@ -188,6 +190,8 @@ class Snapshot(Struct, frozen=True, kw_only=True):
     retry_after_s: float | None
     config: BreakerConfig
     counts: Counts
+    incarnation: str | None = None
+    """Random per creation of the breaker in the store: a replica tells a lost breaker from a re-created one."""
 
     @property
     def effective_state(self) -> State:
