@@ -56,7 +56,7 @@ async def test_every_error_writes_its_access_line(
 
 async def test_every_admin_action_writes_an_info_line_with_actor_and_reason(client: httpx.AsyncClient) -> None:
     with capture_logs(processors=MERGE) as captured:
-        response = await client.post("/breakers/drill/force-open", json={"reason": "game day"}, headers=ADMIN)
+        response = await client.post("/breakers/drill/force-open?create=true", json={"reason": "game day"}, headers=ADMIN)
     assert response.status_code == 200
     (line,) = request_lines(captured)
     assert (line["log_level"], line["actor"], line["reason"], line["breaker"]) == (
@@ -127,7 +127,7 @@ def test_denials_are_logged_once_a_second_per_breaker_with_their_count() -> None
 
 async def test_a_denied_acquire_is_logged_with_its_correlation_id(app: Starlette, client: httpx.AsyncClient) -> None:
     context_of(app).denials = DenialLog(clock=FakeClock())
-    await client.post("/breakers/shut/force-open", json={"reason": "test"}, headers=ADMIN)
+    await client.post("/breakers/shut/force-open?create=true", json={"reason": "test"}, headers=ADMIN)
     with capture_logs(processors=MERGE) as captured:
         for n in range(3):
             response = await client.post("/breakers/shut/acquire", headers={**CLIENT, "X-Correlation-ID": f"d-{n}"})

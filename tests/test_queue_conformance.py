@@ -459,11 +459,23 @@ async def test_a_claim_hands_out_payloads_up_to_its_byte_budget(kit: QueueKit) -
     queued = await enqueued(bounded, *(["x" * 38] * 5))  # 40 bytes each with the quotes
 
     first = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
-    second = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
+    second = await bounded.claim(Q, "w2", max_jobs=10, lease_s=LEASE_S)  # "w" would get its own jobs back first
 
     assert ids(first) == queued[:2]
     assert ids(second) == queued[2:4]
     assert counts(await bounded.stats(Q)) == (1, 4, 0, 0)
+
+
+async def test_a_consumers_held_jobs_come_back_first_within_the_byte_budget(kit: QueueKit) -> None:
+    bounded = await kit.store(bounds=QueueBounds(max_claim_bytes=100))
+    queued = await enqueued(bounded, *(["x" * 38] * 5))  # 40 bytes each with the quotes
+
+    first = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
+    again = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)  # its first answer was lost
+
+    assert ids(first) == ids(again) == queued[:2], "its own two jobs fill the budget; nothing new is leased"
+    assert [job.attempts for job in again] == [1, 1]
+    assert counts(await bounded.stats(Q)) == (3, 2, 0, 0)
 
 
 async def test_a_payload_over_the_budget_still_goes_out_alone(kit: QueueKit) -> None:
@@ -471,7 +483,7 @@ async def test_a_payload_over_the_budget_still_goes_out_alone(kit: QueueKit) -> 
     big, small = await enqueued(bounded, "x" * 20, 1)
 
     assert ids(await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)) == [big]
-    assert ids(await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)) == [small]
+    assert ids(await bounded.claim(Q, "w2", max_jobs=10, lease_s=LEASE_S)) == [small]
 
 
 async def test_retries_keep_to_the_byte_budget_and_wait_their_turn(kit: QueueKit) -> None:
@@ -481,7 +493,7 @@ async def test_retries_keep_to_the_byte_budget_and_wait_their_turn(kit: QueueKit
     await bounded.nack(Q, ids(jobs), delay_s=0, error=None)
 
     again = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
-    last = await bounded.claim(Q, "w", max_jobs=10, lease_s=LEASE_S)
+    last = await bounded.claim(Q, "w2", max_jobs=10, lease_s=LEASE_S)
 
     assert ids(again) == queued[:2]
     assert [job.attempts for job in again] == [2, 2]
