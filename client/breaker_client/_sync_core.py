@@ -1,12 +1,15 @@
 """One process's half of a `SyncBreakerClient`: an async `BreakerClient` on a private loop thread.
 
 The sync client decides with the async client's own admission, views and local breakers (one decision logic
-for both); only the fast path runs in the caller's thread: it reads what the loop thread wrote and hands its
-successes over through the inbox. Everything else (acquire, record, the event stream) runs on the loop.
+for both); only the fast path runs in the caller's thread: it reads what the loop thread wrote and leaves its
+successes in the inbox, which the loop collects on its flush tick. Everything else (acquire, record, the event
+stream) runs on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from breaker_client._client import BreakerClient
@@ -31,11 +34,13 @@ class SyncCore:
         # Package-internal: the sync client shares the async client's decision logic, not a copy of it.
         self.admission = self.client._admission
         self.views = self.client._views
-        self.inbox = SuccessInbox(self.loop, self.admission)
+        self.inbox = SuccessInbox(self.admission, interval_s=options.get("flush_interval_s", 0.1))
+        self._collector: asyncio.Task[None] | None = None
         self.loop.run(self._start())
 
     async def _start(self) -> None:
         self.client.start()
+        self._collector = asyncio.create_task(self.inbox.run(), name="breaker-client-inbox")
 
     def admit(self, name: str) -> Ticket:
         """A ticket from the strict path (or `CircuitOpenError`), decided on the loop."""
@@ -76,5 +81,9 @@ class SyncCore:
             self.loop.stop()
 
     async def _close(self) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collector
         self.inbox.drain()
         await self.client.aclose()
