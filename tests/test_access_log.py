@@ -56,7 +56,9 @@ async def test_every_error_writes_its_access_line(
 
 async def test_every_admin_action_writes_an_info_line_with_actor_and_reason(client: httpx.AsyncClient) -> None:
     with capture_logs(processors=MERGE) as captured:
-        response = await client.post("/breakers/drill/force-open?create=true", json={"reason": "game day"}, headers=ADMIN)
+        response = await client.post(
+            "/breakers/drill/force-open?create=true", json={"reason": "game day"}, headers=ADMIN
+        )
     assert response.status_code == 200
     (line,) = request_lines(captured)
     assert (line["log_level"], line["actor"], line["reason"], line["breaker"]) == (
