@@ -7,6 +7,8 @@ UV     := $(TOOLS)/bin/uv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LATEST := .venv-latest
+# Test processes: the suite mostly waits on the servers and clients it starts, so more workers than cores pay.
+PYTEST_WORKERS ?= 4
 
 .PHONY: setup run test lint typecheck pytest test-latest lock bench demo loadtest clean
 
@@ -32,7 +34,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --cov --cov-report=term-missing:skip-covered
 
 test: lint typecheck pytest
 
