@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from examples.demo.summary import CallerFigures
+from tests.fixtures.process import stop_gracefully
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -59,16 +59,8 @@ class LocustRun:
 
     def stop(self) -> None:
         """Ask Locust to stop (SIGTERM: it writes its CSV and exits), SIGKILL if it does not in time."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_S)
+        if self._process is not None:
+            stop_gracefully(self._process, STOP_TIMEOUT_S)
         self._process = None
 
     def figures(self) -> CallerFigures:
