@@ -154,10 +154,9 @@ class RetryPolicy:
     ) -> T:
         """What follows a first attempt made by the caller, which raised `failure` or gave `first`: further
         attempts while they are worth it, or the first outcome as it is (returned, or raised)."""
-        if failure is not None:
-            if self.attempts == 1 or not self._is_retryable_exception(failure):
+        if self._first_outcome_stands(first, failure):
+            if failure is not None:
                 raise failure
-        elif self.attempts == 1 or not self.is_retryable_result(first):
             return cast("T", first)
         replayed = False
 
@@ -182,6 +181,12 @@ class RetryPolicy:
                 controller.retry_state.set_result(result)
         return result
 
+    def _first_outcome_stands(self, first: object, failure: Exception | None) -> bool:
+        """Whether a first attempt's outcome is final: no retries configured, or not an outcome worth another try."""
+        if self.attempts == 1:
+            return True
+        return not (self._is_retryable_exception(failure) if failure is not None else self.is_retryable_result(first))
+
     def run_sync(self, attempt: Callable[[A], T], argument: A, *, breaker: str) -> T:
         """`run` for plain code: the waits block the calling thread. `timeout_s` is not applied (a thread cannot
         be interrupted): bound the call itself, e.g. with the HTTP client's timeout."""
@@ -202,10 +207,9 @@ class RetryPolicy:
     ) -> T:
         """What follows a first attempt made by the caller, which raised `failure` or gave `first`: further
         attempts while they are worth it, or the first outcome as it is (returned, or raised)."""
-        if failure is not None:
-            if self.attempts == 1 or not self._is_retryable_exception(failure):
+        if self._first_outcome_stands(first, failure):
+            if failure is not None:
                 raise failure
-        elif self.attempts == 1 or not self.is_retryable_result(first):
             return cast("T", first)
         replayed = False
 
