@@ -29,7 +29,7 @@ from breaker_service.store.scripts_redis import SOURCES
 from tests._waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from tests.fixtures.redis_server import RedisServerFactory
 
@@ -45,11 +45,14 @@ def resolve(name: str) -> BreakerConfig:
 
 
 @pytest.fixture
-async def store(redis_client: redis.asyncio.Redis) -> RedisStore:
-    # redis_client closes the connection; the store owns nothing else.
+async def store(redis_client: redis.asyncio.Redis) -> AsyncIterator[RedisStore]:
+    # The store closes its scripts' own connection and the client's pool (which the client fixture closes again).
     store = RedisStore(redis_client, resolve_config=resolve, max_breakers=5)
     await store.start()
-    return store
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -187,15 +190,18 @@ async def test_config_floats_round_trip_through_lua(store: RedisStore) -> None:
 
 async def test_creating_beyond_the_cap_raises_breaker_cap_error(redis_client: redis.asyncio.Redis) -> None:
     store = RedisStore(redis_client, resolve_config=resolve, max_breakers=2)
-    await store.acquire("a")
-    await store.configure("b", CONFIG, actor="ops", reason="seed")
+    try:
+        await store.acquire("a")
+        await store.configure("b", CONFIG, actor="ops", reason="seed")
 
-    with pytest.raises(BreakerCapError) as caught:
-        await store.acquire("c")
+        with pytest.raises(BreakerCapError) as caught:
+            await store.acquire("c")
 
-    assert caught.value.status == 409
-    assert (await store.acquire("a")).allowed
-    assert await store.names() == ["a", "b"]
+        assert caught.value.status == 409
+        assert (await store.acquire("a")).allowed
+        assert await store.names() == ["a", "b"]
+    finally:
+        await store.close()
 
 
 async def test_events_deliver_transitions_and_config_then_unsubscribe(

@@ -136,9 +136,9 @@ async def test_a_forced_open_breaker_stays_forced(store: ResilientStore, server:
 
 async def test_state_learnt_from_decisions_alone_carries_over(store: ResilientStore, server: RedisServer) -> None:
     # Another replica forces the breaker open; this one only ever sees acquire decisions for it.
-    other = redis.asyncio.Redis.from_url(server.url)
-    await RedisStore(other, resolve_config=resolve).force("svc", State.OPEN, reason="r", ttl_s=None, actor="t")
-    await other.aclose()
+    other = RedisStore(redis.asyncio.Redis.from_url(server.url), resolve_config=resolve)
+    await other.force("svc", State.OPEN, reason="r", ttl_s=None, actor="t")
+    await other.close()
     assert not (await store.acquire("svc")).allowed
     server.kill()
 

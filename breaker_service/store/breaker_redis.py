@@ -84,6 +84,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the client's connections."""
+        await self._scripts.close()
         await self._redis.aclose()
 
     async def ping(self) -> bool:

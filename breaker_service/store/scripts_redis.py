@@ -39,6 +39,7 @@ from breaker_service.events import EVENTS_CHANNEL
 from breaker_service.store.batch_redis import ScriptBatcher
 from breaker_service.store.breaker_base import patched
 from breaker_service.store.keys import breaker_keys, report_key
+from breaker_service.store.pipeline_redis import ScriptPipeline, pipelined_address
 from breaker_service.store.recollection import Recollection, new_incarnation
 
 if TYPE_CHECKING:
@@ -174,8 +175,11 @@ class BreakerScripts:
         self._redis = redis
         self._on_transition = on_transition
         self._scripts: dict[str, AsyncScript] = {op: redis.register_script(src) for op, src in SOURCES.items()}
-        # A cluster pipeline refuses EVALSHA; there each call goes on its own.
-        self._batcher = None if isinstance(redis, RedisCluster) else ScriptBatcher(redis)
+        # Plain TCP or a Unix socket: a pipelined connection of the scripts' own. Otherwise redis-py's connections,
+        # batched per loop iteration, except on a cluster, whose pipeline refuses EVALSHA: each call on its own.
+        address = pipelined_address(redis)
+        self._pipeline = None if address is None else ScriptPipeline(address)
+        self._batcher = None if address is not None or isinstance(redis, RedisCluster) else ScriptBatcher(redis)
 
     async def load(self) -> None:
         """Load every script now, so the first calls do not meet NOSCRIPT."""
@@ -186,12 +190,23 @@ class BreakerScripts:
 
     async def _run(self, operation: str, name: str, *args: str | bytes, extra_keys: Sequence[str] = ()) -> Any:
         keys, arguments = (*breaker_keys(name), *extra_keys), (name, EVENTS_CHANNEL, *args)
-        if self._batcher is not None:
-            raw = await self._batcher.run(self._scripts[operation], keys, arguments)
+        script = self._scripts[operation]
+        if self._pipeline is not None:
+            try:
+                raw = await self._pipeline.evalsha(script.sha, keys, arguments)
+            except NoScriptError:  # Redis lost its scripts (a restart): the script did not run
+                raw = await script(keys=keys, args=arguments)  # loads it, then runs it
+        elif self._batcher is not None:
+            raw = await self._batcher.run(script, keys, arguments)
         else:
-            raw = await self._scripts[operation](keys=keys, args=arguments)
+            raw = await script(keys=keys, args=arguments)
         self._report(name, raw)
         return raw
+
+    async def close(self) -> None:
+        """Close the scripts' own connection, if they have one."""
+        if self._pipeline is not None:
+            await self._pipeline.close()
 
     def _report(self, name: str, raw: Any) -> None:
         if self._on_transition is not None:
