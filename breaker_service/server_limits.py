@@ -90,6 +90,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._refusal: tuple[int, str, dict[str, int]] | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at: float | None = None
 
     # -- the client timeout -----------------------------------------------------------------------------------
 
@@ -98,7 +99,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_deadline()
+        self._deadline_at = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         super().connection_lost(exc)
 
     def on_message_complete(self) -> None:
@@ -110,17 +114,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self._arm_deadline()
 
+    # One timer per connection, moved lazily: arming on every request only sets the time, and the timer, when it
+    # fires early, sleeps again until then (a timer made and cancelled per request was a measurable cost).
     def _arm_deadline(self) -> None:
-        self._disarm_deadline()
-        self._deadline = self.loop.call_later(self.limits.client_timeout_s, self._on_deadline)
+        self._deadline_at = self.loop.time() + self.limits.client_timeout_s
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(self._deadline_at, self._on_deadline)
 
     def _disarm_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline_at = None
 
     def _on_deadline(self) -> None:
         self._deadline = None
+        if self._deadline_at is None:
+            return
+        if self.loop.time() < self._deadline_at:
+            self._deadline = self.loop.call_at(self._deadline_at, self._on_deadline)
+            return
+        self._deadline_at = None
         cycle = self.cycle
         if self.transport.is_closing() or (cycle is not None and not cycle.response_complete and not cycle.more_body):
             return  # the request arrived whole and its answer is under way: never cut that
