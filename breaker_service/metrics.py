@@ -13,17 +13,24 @@ Two kinds, so that Prometheus can aggregate a fleet of replicas correctly:
   `breaker_call_duration_seconds` (the `duration_ms` of reported outcomes), `breaker_decisions_total`,
   `breaker_transitions_total` (the transitions this replica's own store calls made: each transition is counted by
   exactly one replica), and the HTTP latency histogram. Plus prometheus_client's process, platform and GC collectors.
+
+A replica of several worker processes (`BREAKER_WORKERS`, serving.py) is one replica to Prometheus: its workers
+keep their counters and histograms in prometheus_client's multiprocess files (`PROMETHEUS_MULTIPROC_DIR`, set by the
+parent before it starts them), and a scrape answered by any worker reports their sums. The process collector then
+describes the worker that answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -33,9 +40,10 @@ from breaker_service.errors import ServiceError
 from breaker_service.logs import route_template
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from breaker_client.protocol.models import Decision, Outcome, Snapshot
@@ -47,6 +55,8 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 SCRAPE_READ_TIMEOUT_S: Final = 5.0
 WINDOW_READS_IN_FLIGHT: Final = 32
 CALL_DURATION_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+MULTIPROCESS_DIR_VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's own variable: where a replica's worker processes keep their counters (read at its import)."""
 
 
 class Metrics:
@@ -54,9 +64,15 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        runtime = [ProcessCollector(registry=self.registry), PlatformCollector(registry=self.registry)]
+        runtime.append(GCCollector(registry=self.registry))
+        # The exposition: this registry, or, across worker processes, their summed files plus this worker's runtime.
+        self._exposed: Collector = self.registry
+        directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+        if directory:
+            summed = CollectorRegistry()
+            MultiProcessCollector(summed, path=directory)  # type: ignore[no-untyped-call]
+            self._exposed = _Together([summed, *runtime])
         self.decisions = Counter(
             "breaker_decisions",
             "Acquire decisions this replica answered.",
@@ -120,7 +136,18 @@ class Metrics:
             # and the flapping alert counts trips.
             for from_state in (State.CLOSED, State.HALF_OPEN):
                 self.transitions.labels(snapshot.name, from_state, State.OPEN)
-        return generate_latest(self.registry) + generate_latest(_FleetCollector(reading))
+        return generate_latest(self._exposed) + generate_latest(_FleetCollector(reading))
+
+
+class _Together:
+    """Several collectors exposed as one (`generate_latest` takes anything that collects)."""
+
+    def __init__(self, collectors: Iterable[Collector]) -> None:
+        self._collectors = list(collectors)
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self._collectors:
+            yield from collector.collect()
 
 
 class _FleetReading:

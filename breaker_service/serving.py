@@ -3,8 +3,10 @@
 One Python process serves on one core at a time. With `BREAKER_WORKERS=N` (or `auto`: one per core this process
 may run on), the parent binds the listening socket once, then starts N worker processes (spawned, not forked:
 each imports the app afresh) that all accept on it; the kernel hands each new connection to one of them. Every
-worker builds its own app in its own process: its own Redis connection pool, its own `/events` subscription, its
-own counters (a `/metrics` scrape sees the worker that answered it). The parent serves nothing itself: it waits,
+worker builds its own app in its own process: its own Redis connections, its own `/events` subscription. Their
+counters are kept in prometheus_client's multiprocess files, in a directory the parent makes for this run (or
+`PROMETHEUS_MULTIPROC_DIR` when set, which must then be emptied between runs), so a `/metrics` scrape answered by
+any worker reports the replica's totals (metrics.py). The parent serves nothing itself: it waits,
 passes SIGTERM/SIGINT on to the workers, and, should a worker die on its own, stops the others and exits with
 status 1, so the orchestrator restarts a replica that is whole again rather than one serving on fewer cores.
 The memory store lives in one process, so `Settings` refuses workers other than 1 without `REDIS_URL`.
@@ -20,6 +22,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -28,10 +31,12 @@ import uvicorn
 
 from breaker_service.app import context_of, main_app
 from breaker_service.coalesce import coalesced
+from breaker_service.metrics import MULTIPROCESS_DIR_VARIABLE
 from breaker_service.server_limits import server_options
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Iterator
     from multiprocessing.process import BaseProcess
     from types import FrameType
 
@@ -108,7 +113,22 @@ def serve(settings: Settings, app: Starlette) -> int:
         return 0 if server.started else 3  # the lifespan refused to start (e.g. Redis may evict keys)
     listener = server_config(settings, app).bind_socket()
     print(f"breaker-service: {workers} worker processes share the port", file=sys.stderr)
-    return _supervise(listener, workers)
+    with _counters_directory():
+        return _supervise(listener, workers)
+
+
+@contextlib.contextmanager
+def _counters_directory() -> Iterator[None]:
+    """The workers' shared metrics directory: the operator's, or one made for this run and removed after it."""
+    if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="breaker-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = directory  # inherited by the workers spawned from here on
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR_VARIABLE]
 
 
 def _supervise(listener: socket.socket, workers: int) -> int:

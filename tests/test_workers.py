@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from breaker_service.serving import worker_count
 from breaker_service.settings import Settings, SettingsError
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 STOP_TIMEOUT_S = 30.0
+WORKER_CALL_TIMEOUT_S = 30.0
+"""Long: a worker may still be starting when it is first asked (the connection waits in the queue meanwhile)."""
 
 
 def children(pid: int) -> set[int]:
@@ -66,8 +69,45 @@ def test_two_workers_share_the_port_and_stop_with_the_replica(service_factory: S
         for _ in range(10):
             response = client.post("/breakers/shared/acquire", json={}, headers=CLIENT_HEADERS)
             assert response.status_code == 200
+        assert decisions_counted(client, "shared") == 10, "counted in the directory the replica made for its run"
     service.stop()
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def decisions_counted(client: httpx.Client, breaker: str) -> float:
+    response = client.get("/metrics", headers=CLIENT_HEADERS)
+    assert response.status_code == 200
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "breaker_decisions_total" and sample.labels.get("breaker") == breaker:
+                return sample.value
+    raise AssertionError(f"no breaker_decisions_total for {breaker!r}")
+
+
+def test_a_scrape_reports_the_whole_replica_whichever_worker_answers(
+    service_factory: ServiceFactory, redis_url: str, tmp_path: Path
+) -> None:
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    env = {"BREAKER_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(counters)}
+    service = service_factory(redis_url, env=env)
+    first, second = sorted(workers_of(service))
+    # Each worker in turn serves alone: the other, stopped, accepts no connection. A fresh connection per request.
+    for serving, stopped, calls in ((first, second, 3), (second, first, 4)):
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            for _ in range(calls):
+                with httpx.Client(base_url=service.url, timeout=WORKER_CALL_TIMEOUT_S) as client:
+                    response = client.post("/breakers/split/acquire", json={}, headers=CLIENT_HEADERS)
+                    assert response.status_code == 200
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert any(path.name.endswith(f"_{serving}.db") for path in counters.iterdir()), "it counted in its file"
+    scrapes = []
+    for _ in range(6):
+        with httpx.Client(base_url=service.url, timeout=WORKER_CALL_TIMEOUT_S) as client:
+            scrapes.append(decisions_counted(client, "split"))
+    assert scrapes == [7.0] * 6
 
 
 def test_a_worker_that_dies_stops_the_replica_with_status_1(service_factory: ServiceFactory, redis_url: str) -> None:
