@@ -159,6 +159,29 @@ async def test_a_hung_redis_fails_the_waiting_calls_and_answers_the_next_once_it
         await store.close()
 
 
+async def test_a_caller_that_gives_up_while_the_pipeline_connects_leaves_it_to_the_others(redis_url: str) -> None:
+    store = store_on(create_redis(redis_url))
+    try:
+        await store.start()  # the scripts are loaded through redis-py; the pipeline connects on the first call
+        early = asyncio.ensure_future(store.acquire("early"))
+        others = [asyncio.ensure_future(store.acquire("early")) for _ in range(3)]
+        await asyncio.sleep(0)  # every call is waiting for the one connection attempt
+        early.cancel()
+        assert all(decision.allowed for decision in await asyncio.gather(*others))
+        assert (await store.acquire("early")).allowed
+    finally:
+        await store.close()
+
+
+async def test_a_closed_store_makes_no_new_connection(redis_url: str) -> None:
+    store = store_on(create_redis(redis_url))
+    await store.start()
+    await store.acquire("closing")
+    await store.close()
+    with pytest.raises(StoreUnavailableError):
+        await store.acquire("closing")
+
+
 async def require_password(url: str, password: str) -> None:
     """Set after start: the server fixture's readiness check does not authenticate."""
     async with redis.asyncio.Redis.from_url(url) as admin:

@@ -139,6 +139,11 @@ class _Connection(asyncio.Protocol):
         self._reader.feed(data)
         waiting = self._waiting
         while (reply := self._reader.gets()) is not False:
+            if not waiting:  # a reply nobody asked for: the stream is not what it should be
+                self._fail(ConnectionError("Redis sent a reply no call was waiting for"))
+                if self._transport is not None:
+                    self._transport.abort()
+                return
             future = waiting.popleft()
             if future.done():
                 continue  # its caller gave up
@@ -188,6 +193,7 @@ class ScriptPipeline:
         self._address = address
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        self._closed = False
 
     async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
         """The script's reply; raises as redis-py's `evalsha` would."""
@@ -197,17 +203,16 @@ class ScriptPipeline:
         return await connection.send(_command("EVALSHA", sha, len(keys), *keys, *args))
 
     async def _connected(self) -> _Connection:
-        """The live connection, made by the first caller to need it; concurrent callers share that attempt."""
-        if self._connecting is None:
+        """The live connection, made by the first caller to need it; concurrent callers share that attempt, and
+        a caller that gives up leaves it to finish for the others."""
+        if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._connect())
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+            self._connecting.add_done_callback(_retrieved)
+        return await asyncio.shield(self._connecting)
 
     async def _connect(self) -> _Connection:
+        if self._closed:
+            raise ConnectionError("the pipeline was closed")
         loop = asyncio.get_running_loop()
         address = self._address
 
@@ -231,10 +236,20 @@ class ScriptPipeline:
         except BaseException:
             connection.close()
             raise
+        if self._closed:
+            connection.close()
+            raise ConnectionError("the pipeline was closed")
         self._connection = connection
         return connection
 
     async def close(self) -> None:
+        self._closed = True
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _retrieved(attempt: asyncio.Future[_Connection]) -> None:
+    """Mark a connection attempt's failure as seen: every caller waiting for it may have given up."""
+    if not attempt.cancelled():
+        attempt.exception()
