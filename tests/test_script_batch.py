@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 import redis.asyncio
+import trustme
 
 from breaker_client.protocol.models import BreakerConfig, Outcome, State
 from breaker_service.errors import StoreUnavailableError
@@ -17,6 +18,7 @@ from breaker_service.store import pipeline_redis
 from breaker_service.store.batch_redis import ScriptBatcher
 from breaker_service.store.breaker_redis import RedisStore
 from breaker_service.store.connection_redis import create_redis
+from tests.fixtures.process import free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -232,7 +234,6 @@ async def test_a_wrong_password_is_unavailable_not_a_hang(redis_server_factory: 
     [
         ("redis://127.0.0.1:7000/2", pipeline_redis.Address(host="127.0.0.1", port=7000, db=2)),
         ("unix:///run/redis.sock?db=1", pipeline_redis.Address(path="/run/redis.sock", db=1)),
-        ("rediss://127.0.0.1:7000/0", None),
         ("redis+sentinel://127.0.0.1:26379/main", None),
         ("redis://127.0.0.1:7000/0?protocol=3", None),
     ],
@@ -243,6 +244,44 @@ def test_which_clients_the_pipeline_takes_over(url: str, expected: pipeline_redi
     if expected is not None:
         expected = msgspec.structs.replace(expected, connect_timeout_s=1.0, reply_timeout_s=2.0)
     assert found == expected
+
+
+@pytest.fixture
+def tls_redis(redis_server_factory: RedisServerFactory, tmp_path: Path) -> tuple[int, Path]:
+    """A redis-server that also listens with TLS: its TLS port, and the file of the CA that signed its certificate."""
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    files = {name: tmp_path / f"{name}.pem" for name in ("cert", "key", "ca")}
+    certificate.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    certificate.private_key_pem.write_to_path(str(files["key"]))
+    authority.cert_pem.write_to_path(str(files["ca"]))
+    tls_port = free_port()
+    redis_server_factory(
+        *("--tls-port", str(tls_port), "--tls-auth-clients", "no"),
+        *("--tls-cert-file", str(files["cert"]), "--tls-key-file", str(files["key"])),
+        *("--tls-ca-cert-file", str(files["ca"])),
+    )
+    return tls_port, files["ca"]
+
+
+async def test_the_pipeline_speaks_tls_and_verifies_as_the_client_does(tls_redis: tuple[int, Path]) -> None:
+    port, authority = tls_redis
+    trusting = create_redis(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={authority}")
+    address = pipeline_redis.pipelined_address(trusting)
+    assert address is not None
+    assert address.tls is not None, "TLS is taken over, with the client's own TLS settings"
+    store = store_on(trusting)
+    doubting = store_on(create_redis(f"rediss://127.0.0.1:{port}/0"))  # the system's CAs: ours is not among them
+    try:
+        await store.start()
+        assert (await store.acquire("over-tls")).allowed
+        assert (await store.record("over-tls", Outcome(outcome="failure"))).counts.failure == 1
+        with pytest.raises(StoreUnavailableError) as caught:
+            await doubting.acquire("over-tls")  # the scripts are loaded: only the pipeline's handshake can fail
+        assert "certificate" in str(caught.value).lower()
+    finally:
+        await store.close()
+        await doubting.close()
 
 
 def test_error_replies_read_as_redis_py_raises_them() -> None:

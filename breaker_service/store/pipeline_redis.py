@@ -16,8 +16,9 @@ What it keeps from redis-py's client, which the rest of the store still uses:
 - errors are redis-py's classes (`NoScriptError`, `ResponseError`, `ConnectionError`, `TimeoutError`), so
   `connection_redis.unavailable()` tells the request's fault from the store's as it does for every command.
 
-Only a plain TCP or Unix socket connection is taken over (`pipelined_address`); TLS and Sentinel keep
-redis-py's connections (`batch_redis.ScriptBatcher`).
+A standalone client's connection is taken over whether plain TCP, TLS (with the TLS settings of the client's own
+connections) or a Unix socket (`pipelined_address`); Sentinel, Cluster and a credential provider keep redis-py's
+connections (`batch_redis.ScriptBatcher`, or one call at a time on a cluster).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any, Final
 
 import hiredis
@@ -49,19 +51,25 @@ class Address(msgspec.Struct, frozen=True):
     db: int = 0
     username: str | None = None
     password: str | None = None
+    tls: ssl.SSLContext | None = None
     connect_timeout_s: float = 1.0
     reply_timeout_s: float | None = None
     """How long calls may wait with no reply at all (redis-py's `socket_timeout`); None: for ever."""
 
 
 def pipelined_address(client: RedisClient) -> Address | None:
-    """The address of a standalone client on plain TCP or a Unix socket; None for any other (TLS, Sentinel,
-    Cluster, a credential provider), which keeps redis-py's connections."""
+    """The address of a standalone client on TCP, TLS or a Unix socket; None for any other (Sentinel, Cluster, a
+    credential provider), which keeps redis-py's connections."""
     if not isinstance(client, redis.asyncio.Redis):
         return None
     pool = client.connection_pool
-    if pool.connection_class not in (redis.asyncio.Connection, redis.asyncio.UnixDomainSocketConnection):
+    kinds = (redis.asyncio.Connection, redis.asyncio.SSLConnection, redis.asyncio.UnixDomainSocketConnection)
+    if pool.connection_class not in kinds:
         return None
+    tls = None
+    if pool.connection_class is redis.asyncio.SSLConnection:
+        # The context redis-py builds from the URL's and the client's ssl_* settings, so both verify alike.
+        tls = pool.make_connection().ssl_context.get()  # type: ignore[no-untyped-call]
     settings = pool.connection_kwargs
     if settings.get("credential_provider") is not None or settings.get("protocol") not in (None, 2, "2"):
         return None
@@ -72,6 +80,7 @@ def pipelined_address(client: RedisClient) -> Address | None:
         db=int(settings.get("db", 0)),
         username=settings.get("username"),
         password=settings.get("password"),
+        tls=tls,
         connect_timeout_s=float(settings.get("socket_connect_timeout") or 1.0),
         reply_timeout_s=settings.get("socket_timeout"),
     )
@@ -224,8 +233,9 @@ class ScriptPipeline:
                 if address.path is not None:
                     _, connection = await loop.create_unix_connection(protocol, address.path)
                 else:
-                    _, connection = await loop.create_connection(protocol, address.host or "localhost", address.port)
-        except (OSError, TimeoutError) as exc:
+                    host = address.host or "localhost"
+                    _, connection = await loop.create_connection(protocol, host, address.port, ssl=address.tls)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError included: a refused certificate is no connection
             raise ConnectionError(f"could not connect to Redis: {exc or 'timed out'}") from exc
         try:
             if address.password is not None:

@@ -175,8 +175,9 @@ class BreakerScripts:
         self._redis = redis
         self._on_transition = on_transition
         self._scripts: dict[str, AsyncScript] = {op: redis.register_script(src) for op, src in SOURCES.items()}
-        # Plain TCP or a Unix socket: a pipelined connection of the scripts' own. Otherwise redis-py's connections,
-        # batched per loop iteration, except on a cluster, whose pipeline refuses EVALSHA: each call on its own.
+        # A standalone Redis (TCP, TLS, Unix socket): a pipelined connection of the scripts' own. Otherwise redis-py's
+        # connections: batched per loop iteration (Sentinel), or one call at a time on a cluster, whose pipeline
+        # refuses EVALSHA.
         address = pipelined_address(redis)
         self._pipeline = None if address is None else ScriptPipeline(address)
         self._batcher = None if address is not None or isinstance(redis, RedisCluster) else ScriptBatcher(redis)
