@@ -40,7 +40,16 @@ from breaker_client._transitions import StateChange
 from breaker_client._transport import IDEMPOTENCY_HEADER, IDEMPOTENT_METHODS, BreakerTransport, host_breaker_name
 from breaker_client._views import BreakerView
 from breaker_client.protocol.catalogue import ErrorCode
-from breaker_client.protocol.models import BreakerConfig, Decision, Outcome, RetryConfig, Snapshot, State, Transition
+from breaker_client.protocol.models import (
+    BreakerConfig,
+    Decision,
+    Outcome,
+    RetryConfig,
+    Snapshot,
+    State,
+    Transition,
+    WhenUnknown,
+)
 
 __version__ = "0.2.0"
 
@@ -85,6 +94,7 @@ __all__ = [
     "Transition",
     "TransportError",
     "ValidationError",
+    "WhenUnknown",
     "WorkQueue",
     "WorkflowError",
     "__version__",

@@ -6,7 +6,8 @@ last strict. A breaker known OPEN (or forced OPEN) is refused with no request (a
 in a batch as a `rejected` outcome). Everything else asks the service (`acquire` with `{"lease": true}`: this
 client opts into fleet budgeting), whose lease budget bounds the calls made while failures accumulate. While the
 service cannot be reached, a local machine per breaker decides, and the client is `degraded` until the service
-answers again.
+answers again; a breaker this process never saw follows its `when_unknown` there (`_local`), and a refusal made
+without the service is a `CircuitOpenError` with `degraded=True`.
 
 Every report carries a `report_id` (the same one if it is sent again), and a success without a permit says how many
 failures of the breaker this process knew when the call was admitted (`failures_seen`), so a late success does not
@@ -28,7 +29,7 @@ from breaker_client._errors import AuthenticationError, CircuitOpenError, Client
 from breaker_client._local import LocalBreakers
 from breaker_client._logging import get_logger
 from breaker_client._service import ServiceConnection, is_outage
-from breaker_client.protocol.models import MAX_SECONDS, BreakerConfig, Decision, Outcome, State
+from breaker_client.protocol.models import MAX_SECONDS, BreakerConfig, Decision, Outcome, State, WhenUnknown
 
 if TYPE_CHECKING:
     from breaker_client._views import BreakerView, Epoch, Views
@@ -72,6 +73,7 @@ class Admission:
         views: Views,
         *,
         default_config: BreakerConfig,
+        when_unknown: WhenUnknown,
         report_timeout_s: float,
         flush_interval_s: float,
         recheck_s: float,
@@ -79,7 +81,13 @@ class Admission:
     ) -> None:
         self._connection = connection
         self._views = views
-        self._local = LocalBreakers(default_config, lambda: int(views.now() * 1000))
+        # A "deny" refusal of a breaker never seen says when this client asks the service again.
+        self._local = LocalBreakers(
+            default_config,
+            lambda: int(views.now() * 1000),
+            when_unknown=when_unknown,
+            unknown_retry_after_s=recheck_s,
+        )
         self._batcher = SuccessBatcher(self._send_batch, interval_s=flush_interval_s)
         self._report_timeout_s = report_timeout_s
         self._recheck_s = recheck_s
@@ -117,12 +125,13 @@ class Admission:
             return cached[1]
         return None
 
-    async def admit(self, name: str) -> Ticket:
-        """A ticket for one call, or `CircuitOpenError`."""
+    async def admit(self, name: str, when_unknown: WhenUnknown | None = None) -> Ticket:
+        """A ticket for one call, or `CircuitOpenError`; `when_unknown` is what the application declared for `name`
+        (None: the client's default), used only while the service cannot be reached and `name` was never seen."""
         views, now = self._views, self._views.now()
         view = views.get(name)
         if self._degraded and now < self._next_recheck:
-            return self._admit_locally(name, view)
+            return self._admit_locally(name, view, when_unknown)
         if view is not None:
             self._refuse_if_known_open(view, now)
             if (
@@ -142,14 +151,14 @@ class Admission:
             if isinstance(exc, AuthenticationError | ForbiddenError):
                 raise
             self._on_service_error(exc)
-            return self._admit_locally(name, view)
+            return self._admit_locally(name, view, when_unknown)
         self._set_degraded(False)
         if not decision.degraded:
             # A degraded replica answered from its local state: never keep a generation the shared state lacks.
             views.apply_decision(name, decision)
         view = views.get(name)
         if not decision.allowed:
-            raise CircuitOpenError(name, decision.retry_after_s)
+            raise CircuitOpenError(name, decision.retry_after_s, degraded=decision.degraded)
         return self._ticket(name, Route.SHARED, decision.generation, decision.permit, view)
 
     def _refuse_if_known_open(self, view: BreakerView, now: float) -> None:
@@ -183,10 +192,13 @@ class Admission:
             self._forget(name)
             return await self._connection.acquire(name)
 
-    def _admit_locally(self, name: str, view: BreakerView | None) -> Ticket:
-        decision = self._local.acquire(name, view, self._views.now())
+    def _admit_locally(self, name: str, view: BreakerView | None, when_unknown: WhenUnknown | None) -> Ticket:
+        views = self._views
+        decision = self._local.acquire(
+            name, view, views.now(), learnt=views.learnt_when_unknown(name), declared=when_unknown
+        )
         if not decision.allowed:
-            raise CircuitOpenError(name, decision.retry_after_s)
+            raise CircuitOpenError(name, decision.retry_after_s, degraded=True)
         return self._ticket(name, Route.LOCAL, decision.generation, decision.permit, view)
 
     def _ticket(self, name: str, route: Route, generation: int, permit: str | None, view: BreakerView | None) -> Ticket:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from breaker_client._deadlines import Deadlines
     from breaker_client._failure import FailurePolicy
     from breaker_client._retry import RetryPolicy
+    from breaker_client.protocol.models import WhenUnknown
 
 __all__ = ["NO_FALLBACK", "Breaker", "NotAwaitableError", "is_async_callable"]
 
@@ -52,6 +53,8 @@ class Breaker:
     exception and, when it accepts them, the call's arguments: `fallback(exc, *args, **kwargs)`, else
     `fallback(exc)`. It is used when the circuit refuses the call, or when the call fails (as `failure` judges)
     after its retries; an exception that is not a failure (a 404, a bug in the caller) is raised as it is.
+    `when_unknown` is the application's declaration for a breaker never seen while the service is away (None: the
+    client's default; see `_local`).
     """
 
     def __init__(
@@ -64,8 +67,10 @@ class Breaker:
         fallback: object,
         failure: FailurePolicy,
         deadlines: Deadlines,
+        when_unknown: WhenUnknown | None = None,
     ) -> None:
         self._admission = admission
+        self._when_unknown = when_unknown
         self._deadlines = deadlines
         self._name = name
         self._retry = retry
@@ -107,7 +112,7 @@ class Breaker:
 
     async def __aenter__(self) -> Breaker:
         """Admit one call (no retry, no fallback: a block cannot be run twice), or raise `CircuitOpenError`."""
-        ticket = self._admission.admit_fast(self._name) or await self._admission.admit(self._name)
+        ticket = self._admission.admit_fast(self._name) or await self._admission.admit(self._name, self._when_unknown)
         _ENTERED.set((*_ENTERED.get(), (self, ticket, time.perf_counter())))
         return self
 
@@ -217,7 +222,7 @@ class Breaker:
         awaitable = self._awaitable_of(call)
         admission = self._admission
         try:
-            ticket = admission.admit_fast(self._name) or await admission.admit(self._name)
+            ticket = admission.admit_fast(self._name) or await admission.admit(self._name, self._when_unknown)
         except BaseException:
             _discard(awaitable)
             raise

@@ -12,6 +12,7 @@ from breaker_client._breaker import NO_FALLBACK, Breaker
 from breaker_client._deadlines import Deadlines
 from breaker_client._events import EventStream
 from breaker_client._failure import FailurePolicy
+from breaker_client._local import checked_when_unknown
 from breaker_client._policies import configured_policy
 from breaker_client._queue import WorkQueue
 from breaker_client._service import ServiceConnection
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     import httpx
 
     from breaker_client._retry import RetryPolicy
+    from breaker_client.protocol.models import WhenUnknown
 
 __all__ = ["BreakerClient"]
 
@@ -44,7 +46,10 @@ class BreakerClient:
     degraded client asks the service again (the event stream also reconnects by itself). `budget_wait_s` is how
     long a call waits for a slot while the fleet's failure budget is in flight (see docs/semantics.md, acquire
     rule 7) before it is refused. `default_config` seeds
-    the local breaker of a breaker never seen. `events=False` turns the stream off: every call then asks first.
+    the local breaker of a breaker never seen. `when_unknown` is what such a breaker does while the service cannot
+    be reached, unless its `client.breaker(...)` or its config on the service says otherwise: "allow" (a fresh
+    local breaker decides) or "deny" (refused as if OPEN). `events=False` turns the stream off: every call then
+    asks first.
     `clock` (monotonic seconds) measures local deadlines and drives the local breakers; tests replace it.
     """
 
@@ -62,8 +67,10 @@ class BreakerClient:
         events: bool = True,
         events_idle_timeout_s: float = 60.0,
         default_config: BreakerConfig | None = None,
+        when_unknown: WhenUnknown = "allow",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        when_unknown = checked_when_unknown(when_unknown)
         bases = [base_url] if isinstance(base_url, str) else list(base_url)
         self._connection = ServiceConnection(bases, token=token, transport=transport, timeout_s=timeout_s)
         self._views = Views(clock)
@@ -72,6 +79,7 @@ class BreakerClient:
             self._connection,
             self._views,
             default_config=default_config or BreakerConfig(),
+            when_unknown=when_unknown,
             report_timeout_s=report_timeout_s,
             flush_interval_s=flush_interval_s,
             recheck_s=recheck_s,
@@ -134,9 +142,12 @@ class BreakerClient:
         retry: RetryPolicy | None = None,
         fallback: object = NO_FALLBACK,
         failure: FailurePolicy | None = None,
+        when_unknown: WhenUnknown | None = None,
     ) -> Breaker:
         """The breaker `name`, with its retry policy (None: the breaker's `retry` config on the service, else
-        `RetryPolicy()`), fallback and failure rules."""
+        `RetryPolicy()`), fallback and failure rules. `when_unknown` ("allow" or "deny"; None: the client's) is what
+        a call does while the service cannot be reached if this process never saw the breaker; a config read
+        from the service wins over it."""
         if not is_valid_name(name):
             raise ValueError(f"invalid breaker name {name!r}")
         return Breaker(
@@ -147,6 +158,7 @@ class BreakerClient:
             fallback=fallback,
             failure=failure or FailurePolicy(),
             deadlines=self._deadlines,
+            when_unknown=None if when_unknown is None else checked_when_unknown(when_unknown),
         )
 
     def on_transition(self, callback: Callable[[StateChange], object]) -> None:

@@ -58,16 +58,22 @@ class TransportError(ClientError):
 
 
 class CircuitOpenError(ClientError):
-    """The breaker refused the call; try again after `retry_after_s` seconds (None: unknown)."""
+    """The breaker refused the call; try again after `retry_after_s` seconds (None: unknown).
+
+    `degraded` is True when the refusal was decided without the shared state: by this client's local breaker
+    while the service could not be reached (a breaker never seen whose `when_unknown` is "deny", too), or by a
+    degraded replica."""
 
     code: ClassVar[ErrorCode] = ErrorCode.UNAVAILABLE
     status: ClassVar[int] = STATUS[ErrorCode.UNAVAILABLE]
 
-    def __init__(self, name: str, retry_after_s: float | None) -> None:
+    def __init__(self, name: str, retry_after_s: float | None, *, degraded: bool = False) -> None:
         after = "" if retry_after_s is None else f"; retry after {retry_after_s:.3f}s"
-        super().__init__(f"circuit {name!r} is open{after}")
+        local = " (decided without the shared state)" if degraded else ""
+        super().__init__(f"circuit {name!r} is open{local}{after}")
         self.name = name
         self.retry_after_s = retry_after_s
+        self.degraded = degraded
 
 
 class ServiceError(ClientError):

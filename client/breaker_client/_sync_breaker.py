@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from breaker_client._failure import FailurePolicy
     from breaker_client._retry import RetryPolicy
     from breaker_client._sync_core import SyncCore
+    from breaker_client.protocol.models import WhenUnknown
 
 __all__ = ["AsyncFunctionError", "SyncBreaker"]
 
@@ -49,6 +50,7 @@ class SyncBreaker:
     The rules are `Breaker`'s: `retry=None` follows the breaker's `retry` config on the service; a fallback is a
     value or a callable given the exception and, when it accepts them, the call's arguments. Retries wait in the
     calling thread; `RetryPolicy.timeout_s` is not applied (a thread cannot be interrupted): bound the call itself.
+    `when_unknown` is `Breaker`'s too.
     """
 
     def __init__(
@@ -59,7 +61,9 @@ class SyncBreaker:
         retry: RetryPolicy | None,
         fallback: object,
         failure: FailurePolicy,
+        when_unknown: WhenUnknown | None = None,
     ) -> None:
+        self._when_unknown = when_unknown
         self._core = core  # the client's: this process's core, made afresh after a fork
         self._name = name
         self._retry = retry
@@ -94,7 +98,7 @@ class SyncBreaker:
     def __enter__(self) -> SyncBreaker:
         """Admit one call (no retry, no fallback: a block cannot be run twice), or raise `CircuitOpenError`."""
         core = self._core()
-        ticket = core.admission.admit_fast(self._name) or core.admit(self._name)
+        ticket = core.admission.admit_fast(self._name) or core.admit(self._name, self._when_unknown)
         _ENTERED.set((*_ENTERED.get(), (self, core, ticket, time.perf_counter())))
         return self
 
@@ -168,7 +172,7 @@ class SyncBreaker:
 
     def _attempt(self, job: _Job) -> Any:
         core, fn, args, kwargs = job
-        ticket = core.admission.admit_fast(self._name) or core.admit(self._name)
+        ticket = core.admission.admit_fast(self._name) or core.admit(self._name, self._when_unknown)
         started = time.perf_counter()
         try:
             result = fn(*args, **kwargs)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from breaker_client._failure import FailurePolicy
 from breaker_client._fallback import NO_FALLBACK
+from breaker_client._local import checked_when_unknown
 from breaker_client._sync_breaker import SyncBreaker
 from breaker_client._sync_core import SyncCore
 from breaker_client.protocol.models import BreakerConfig, is_valid_name
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from breaker_client._retry import RetryPolicy
     from breaker_client._transitions import StateChange
     from breaker_client._views import BreakerView
+    from breaker_client.protocol.models import WhenUnknown
 
 __all__ = ["SyncBreakerClient"]
 
@@ -75,6 +77,7 @@ class SyncBreakerClient:
         events: bool = True,
         events_idle_timeout_s: float = 60.0,
         default_config: BreakerConfig | None = None,
+        when_unknown: WhenUnknown = "allow",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bases = [base_url] if isinstance(base_url, str) else list(base_url)
@@ -88,6 +91,7 @@ class SyncBreakerClient:
             "events": events,
             "events_idle_timeout_s": events_idle_timeout_s,
             "default_config": default_config,
+            "when_unknown": checked_when_unknown(when_unknown),
             "clock": clock,
         }
         self._transport = transport
@@ -119,12 +123,20 @@ class SyncBreakerClient:
         retry: RetryPolicy | None = None,
         fallback: object = NO_FALLBACK,
         failure: FailurePolicy | None = None,
+        when_unknown: WhenUnknown | None = None,
     ) -> SyncBreaker:
         """The breaker `name`, with its retry policy (None: the breaker's `retry` config on the service, else
-        `RetryPolicy()`), fallback and failure rules."""
+        `RetryPolicy()`), fallback, failure rules and `when_unknown` (see `BreakerClient.breaker`)."""
         if not is_valid_name(name):
             raise ValueError(f"invalid breaker name {name!r}")
-        return SyncBreaker(self.core, name, retry=retry, fallback=fallback, failure=failure or FailurePolicy())
+        return SyncBreaker(
+            self.core,
+            name,
+            retry=retry,
+            fallback=fallback,
+            failure=failure or FailurePolicy(),
+            when_unknown=None if when_unknown is None else checked_when_unknown(when_unknown),
+        )
 
     def on_transition(self, callback: Callable[[StateChange], object]) -> None:
         """Call `callback(change)` for each change of a breaker's state this process sees (see

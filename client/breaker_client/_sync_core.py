@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from breaker_client._admission import Ticket
     from breaker_client._transitions import StateChange
+    from breaker_client.protocol.models import WhenUnknown
 
 __all__ = ["SyncCore"]
 
@@ -42,9 +43,9 @@ class SyncCore:
         self.client.start()
         self._collector = asyncio.create_task(self.inbox.run(), name="breaker-client-inbox")
 
-    def admit(self, name: str) -> Ticket:
+    def admit(self, name: str, when_unknown: WhenUnknown | None = None) -> Ticket:
         """A ticket from the strict path (or `CircuitOpenError`), decided on the loop."""
-        return self.loop.run(self.admission.admit(name))
+        return self.loop.run(self.admission.admit(name, when_unknown))
 
     def report(self, ticket: Ticket, *, failed: bool, duration_ms: float) -> None:
         """Report an outcome (never raises); successes counted before it go first."""

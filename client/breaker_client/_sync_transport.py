@@ -8,6 +8,7 @@ import httpx
 
 from breaker_client._correlation import CORRELATION_HEADER, correlation_id, current_correlation_id, use_correlation_id
 from breaker_client._fallback import NO_FALLBACK
+from breaker_client._local import checked_when_unknown
 from breaker_client._retry import is_retryable_status
 from breaker_client._transport import breaker_name, may_retry, no_retry
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from breaker_client._retry import RetryPolicy
     from breaker_client._sync_breaker import SyncBreaker
     from breaker_client._sync_client import SyncBreakerClient
+    from breaker_client.protocol.models import WhenUnknown
 
 __all__ = ["SyncBreakerTransport"]
 
@@ -25,7 +27,8 @@ __all__ = ["SyncBreakerTransport"]
 class SyncBreakerTransport(httpx.BaseTransport):
     """`BreakerTransport` for `httpx.Client`, with the same rules: a breaker per host (or `name`), failures are
     connection errors, timeouts, 5xx and 429; only GET, HEAD, OPTIONS, PUT and DELETE, or a request with an
-    `Idempotency-Key` header, are retried; a refused request raises `CircuitOpenError` or answers `fallback`."""
+    `Idempotency-Key` header, are retried; a refused request raises `CircuitOpenError` or answers `fallback`;
+    `when_unknown` is given to each breaker."""
 
     def __init__(
         self,
@@ -36,6 +39,7 @@ class SyncBreakerTransport(httpx.BaseTransport):
         retry: RetryPolicy | None = None,
         fallback: object = NO_FALLBACK,
         failure: FailurePolicy | None = None,
+        when_unknown: WhenUnknown | None = None,
     ) -> None:
         self._client = client
         self._inner = inner or httpx.HTTPTransport()
@@ -43,6 +47,7 @@ class SyncBreakerTransport(httpx.BaseTransport):
         self._retry = retry
         self._fallback = fallback
         self._failure = failure
+        self._when_unknown = None if when_unknown is None else checked_when_unknown(when_unknown)
         self._breakers: dict[tuple[str, bool], SyncBreaker] = {}
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -68,6 +73,8 @@ class SyncBreakerTransport(httpx.BaseTransport):
         breaker = self._breakers.get((name, retry))
         if breaker is None:
             policy = self._retry if retry else no_retry(self._retry)
-            breaker = self._client.breaker(name, retry=policy, fallback=self._fallback, failure=self._failure)
+            breaker = self._client.breaker(
+                name, retry=policy, fallback=self._fallback, failure=self._failure, when_unknown=self._when_unknown
+            )
             self._breakers[(name, retry)] = breaker
         return breaker

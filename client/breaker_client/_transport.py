@@ -10,6 +10,7 @@ import httpx
 
 from breaker_client._breaker import NO_FALLBACK, Breaker
 from breaker_client._correlation import CORRELATION_HEADER, correlation_id, current_correlation_id, use_correlation_id
+from breaker_client._local import checked_when_unknown
 from breaker_client._retry import RetryPolicy, is_retryable_status
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from breaker_client._client import BreakerClient
     from breaker_client._failure import FailurePolicy
+    from breaker_client.protocol.models import WhenUnknown
 
 __all__ = ["IDEMPOTENCY_HEADER", "IDEMPOTENT_METHODS", "BreakerTransport", "host_breaker_name", "may_retry"]
 
@@ -53,7 +55,8 @@ class BreakerTransport(httpx.AsyncBaseTransport):
     retried per `retry` (None: the breaker's retry config on the service), but only for GET, HEAD, OPTIONS, PUT
     and DELETE, or a request with an `Idempotency-Key` header: any other is sent once. After the retries a 5xx
     response is returned as it is. A refused request raises `CircuitOpenError`, or answers with `fallback` (a
-    response, or a callable given the exception and the request).
+    response, or a callable given the exception and the request). `when_unknown` is given to each breaker
+    (`BreakerClient.breaker`).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         retry: RetryPolicy | None = None,
         fallback: object = NO_FALLBACK,
         failure: FailurePolicy | None = None,
+        when_unknown: WhenUnknown | None = None,
     ) -> None:
         self._client = client
         self._inner = inner or httpx.AsyncHTTPTransport()
@@ -72,6 +76,7 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         self._retry = retry
         self._fallback = fallback
         self._failure = failure
+        self._when_unknown = None if when_unknown is None else checked_when_unknown(when_unknown)
         self._breakers: dict[tuple[str, bool], Breaker] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -97,7 +102,9 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         breaker = self._breakers.get((name, retry))
         if breaker is None:
             policy = self._retry if retry else no_retry(self._retry)
-            breaker = self._client.breaker(name, retry=policy, fallback=self._fallback, failure=self._failure)
+            breaker = self._client.breaker(
+                name, retry=policy, fallback=self._fallback, failure=self._failure, when_unknown=self._when_unknown
+            )
             self._breakers[(name, retry)] = breaker
         return breaker
 

@@ -11,7 +11,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
-from breaker_client.protocol.models import BreakerConfig, Decision, FailureSignal, Snapshot, State, Transition
+from breaker_client.protocol.models import (
+    BreakerConfig,
+    Decision,
+    FailureSignal,
+    Snapshot,
+    State,
+    Transition,
+    WhenUnknown,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -84,6 +92,8 @@ class Views:
         self._epochs: dict[str, int] = {}
         self._global_epoch = 0
         self._live = False
+        # name -> when_unknown of the last config read: kept after the view goes (see `learnt_when_unknown`).
+        self._when_unknown: dict[str, WhenUnknown] = {}
         self._changed = asyncio.Event()
         self.version = 0
         """Moves on every change: what was decided from the views stays valid while it stands still."""
@@ -96,6 +106,11 @@ class Views:
     def get(self, name: str) -> BreakerView | None:
         """The view of `name`, None while unknown."""
         return self._views.get(name)
+
+    def learnt_when_unknown(self, name: str) -> WhenUnknown | None:
+        """The `when_unknown` of the last config this process read for `name` (None: none read), kept after its
+        view is gone (deleted, missing from a later snapshot): what the service said to do when in doubt."""
+        return self._when_unknown.get(name)
 
     def names(self) -> list[str]:
         """Names of the breakers known now."""
@@ -128,6 +143,7 @@ class Views:
         """The stream's first event: everything known before is replaced."""
         now = self._clock()
         fresh = {s.name: BreakerView.from_snapshot(s, now) for s in snapshots}
+        self._when_unknown.update((name, view.config.when_unknown) for name, view in fresh.items())
         for name in set(self._views) - set(fresh):
             self._bump(name)
         self._views = {}
@@ -141,6 +157,7 @@ class Views:
         if not from_stream and known is not None and snapshot.generation < known.generation:
             return
         self._put(BreakerView.from_snapshot(snapshot, self._clock()))
+        self._when_unknown[snapshot.name] = snapshot.config.when_unknown
         self._notify()
 
     def apply_transition(self, transition: Transition) -> bool:

@@ -6,7 +6,8 @@
 The rules are `SyncBreakerTransport`'s: a breaker per host (or `name`); connection errors, timeouts, 5xx and 429
 are failures; only GET, HEAD, OPTIONS, PUT and DELETE, or a request with an `Idempotency-Key` header, are
 retried; after the retries a 5xx response is returned as it is; a refused request raises `CircuitOpenError` or
-answers `fallback` (a response, or a callable given the exception and the request).
+answers `fallback` (a response, or a callable given the exception and the request); `when_unknown` is given to
+each breaker (`SyncBreakerClient.breaker`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from requests.adapters import HTTPAdapter
 
 from breaker_client._correlation import CORRELATION_HEADER, correlation_id, current_correlation_id, use_correlation_id
 from breaker_client._fallback import NO_FALLBACK
+from breaker_client._local import checked_when_unknown
 from breaker_client._responses import register
 from breaker_client._transport import may_retry, no_retry
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from breaker_client._retry import RetryPolicy
     from breaker_client._sync_breaker import SyncBreaker
     from breaker_client._sync_client import SyncBreakerClient
+    from breaker_client.protocol.models import WhenUnknown
 
 __all__ = ["BreakerAdapter", "request_breaker_name"]
 
@@ -61,6 +64,7 @@ class BreakerAdapter(HTTPAdapter):
         retry: RetryPolicy | None = None,
         fallback: object = NO_FALLBACK,
         failure: FailurePolicy | None = None,
+        when_unknown: WhenUnknown | None = None,
         **adapter_options: Any,
     ) -> None:
         super().__init__(**adapter_options)
@@ -69,6 +73,7 @@ class BreakerAdapter(HTTPAdapter):
         self._retry = retry
         self._fallback = fallback
         self._failure = failure
+        self._when_unknown = None if when_unknown is None else checked_when_unknown(when_unknown)
         self._breakers: dict[tuple[str, bool], SyncBreaker] = {}
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
@@ -93,6 +98,8 @@ class BreakerAdapter(HTTPAdapter):
         breaker = self._breakers.get((name, retry))
         if breaker is None:
             policy = self._retry if retry else no_retry(self._retry)
-            breaker = self._client.breaker(name, retry=policy, fallback=self._fallback, failure=self._failure)
+            breaker = self._client.breaker(
+                name, retry=policy, fallback=self._fallback, failure=self._failure, when_unknown=self._when_unknown
+            )
             self._breakers[(name, retry)] = breaker
         return breaker

@@ -23,6 +23,7 @@ from breaker_client.protocol.models import (
     Snapshot,
     State,
     Transition,
+    WhenUnknown,
 )
 
 WINDOW_BUCKETS: Final = 10
@@ -36,6 +37,14 @@ Event: TypeAlias = Transition | FailureSignal
 def new_permit() -> str:
     """A fresh permit id from `secrets`."""
     return secrets.token_urlsafe(PERMIT_BYTES)
+
+
+def refusal_when_unknown(when_unknown: WhenUnknown, retry_after_s: float | None) -> Decision | None:
+    """The rule for a breaker whose shared state cannot be known and that was never seen: "deny" refuses as an OPEN
+    breaker would (marked degraded, no machine made); "allow" gives None, and a fresh machine decides."""
+    if when_unknown == "allow":
+        return None
+    return Decision(allowed=False, state=State.OPEN, generation=0, retry_after_s=retry_after_s, degraded=True)
 
 
 @dataclass

@@ -53,6 +53,8 @@ PositiveInt = Annotated[int, Meta(ge=1, le=MAX_COUNT)]
 PositiveSeconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS)]
 Rate = Annotated[float, Meta(gt=0, le=1)]
 Reason = Annotated[str, Meta(min_length=1, max_length=500)]
+WhenUnknown = Literal["allow", "deny"]
+"""What to do for a breaker whose shared state cannot be known: run a fresh machine, or refuse as OPEN."""
 
 
 class RetryConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -85,7 +87,7 @@ class BreakerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     open_backoff: Annotated[float, Meta(ge=1, le=100)] = 1.0
     max_open_timeout_s: PositiveSeconds = 600.0
     retry: RetryConfig | None = None
-    when_unknown: Literal["allow", "deny"] = "allow"
+    when_unknown: WhenUnknown = "allow"
     """What a replica or client does for this breaker while it cannot know its shared state."""
 
     def __post_init__(self) -> None:
