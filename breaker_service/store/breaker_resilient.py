@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import msgspec
 import structlog
 
-from breaker_client.protocol.machine import BreakerMachine
+from breaker_client.protocol.machine import BreakerMachine, refusal_when_unknown
 from breaker_client.protocol.models import (
     BreakerConfig,
     ConfigPatch,
@@ -241,10 +241,10 @@ class ResilientStore:
             else:
                 self._remember_decision(name, decision)
                 return decision
-        if name not in self._local and name not in self._known and self._config(name).when_unknown == "deny":
-            return Decision(
-                allowed=False, state=State.OPEN, generation=0, retry_after_s=self._retry_max_s, degraded=True
-            )
+        if name not in self._local and name not in self._known:
+            refusal = refusal_when_unknown(self._config(name).when_unknown, self._retry_max_s)
+            if refusal is not None:
+                return refusal
         decision, _ = self._machine(name).acquire(self._clock(), lease=lease)
         permit = None if decision.permit is None else LOCAL_PERMIT_PREFIX + decision.permit
         return msgspec.structs.replace(decision, permit=permit, degraded=True)

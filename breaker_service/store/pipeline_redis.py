@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-import ssl
 from typing import TYPE_CHECKING, Any, Final
 
 import hiredis
@@ -35,6 +34,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Sequence
 
     from breaker_service.store.connection_redis import RedisClient
