@@ -1,8 +1,9 @@
 """`breakerctl`'s requests to the service: transport failures become `TransportError`, error answers
 `ServiceError`s, answers are decoded where they arrive.
 
-Every write carries the invocation's `Idempotency-Key` (one per `Service`, so one per command run): whatever
-resends that write (a retrying proxy or transport) gets the first answer instead of applying it twice.
+Every write carries the invocation's `Idempotency-Key` (one per `Service`, so one per command run; a command makes
+at most one write): whatever resends that write (a retrying proxy or transport) gets the first answer instead of
+applying it twice, while running the command again is a new action with a new key.
 """
 
 from __future__ import annotations
