@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 import breaker_service
 from breaker_client.protocol.models import ErrorBody
 from breaker_service.auth import Role
+from breaker_service.idempotency import IDEMPOTENCY_HEADER
 from breaker_service.routes.common import OPERATIONS, Name, Operation
 
 if TYPE_CHECKING:
@@ -32,18 +33,27 @@ _UNTYPED: Final = {
     },
 }
 ERRORS: Final = {
-    400: "ORC_001: the body is not JSON, or nests deeper than 64 levels",
+    400: "ORC_001: the body is not JSON, or nests deeper than 64 levels, or a bad Idempotency-Key",
     401: "ORC_007: no or malformed credentials, or an unknown token",
     403: "ORC_008: credentials without the needed role",
     404: "ORC_009: no such breaker or resource",
-    409: "ORC_002 / ORC_003: a business rule (the breaker cap, a full queue) or the workflow refuses it",
+    409: "ORC_002 / ORC_003: a business rule (the breaker cap, a full queue) or the workflow refuses it (a request"
+    " with this Idempotency-Key is in flight)",
     413: "ORC_010: the body (or a queue payload) is too large",
     415: "ORC_001: the body is not declared application/json",
-    422: "ORC_001: a bad field, name or query value, or an unknown query parameter (details.location, details.path)",
+    422: "ORC_001: a bad field, name or query value, or an unknown query parameter (details.location, details.path);"
+    " an Idempotency-Key used for another request",
     500: "ORC_005: an unexpected server error",
     503: "ORC_005: the store is unreachable",
 }
 """What each error status means, in the error body's `code`."""
+_IDEMPOTENCY_KEY: Final = {
+    "name": IDEMPOTENCY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Answer a retry of this write with the first answer instead of applying it again (24 h)",
+    "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+}
 
 
 def build_openapi(routes: Sequence[BaseRoute]) -> dict[str, Any]:
@@ -79,6 +89,8 @@ def build_openapi(routes: Sequence[BaseRoute]) -> dict[str, Any]:
 def _operation(route: Route, op: Operation, schema_of: dict[Any, Any]) -> dict[str, Any]:
     parameters = [_parameter("path", name, Name) for name in route.param_convertors]
     parameters += [_parameter("query", name, kind) for name, kind in op.query.items()]
+    if op.role is Role.ADMIN:
+        parameters.append(_IDEMPOTENCY_KEY)
     answer = schema_of[op.answer] if op.answer is not None else _UNTYPED.get(op.media_type, {"type": "string"})
     if op.alternatives:
         answer = {"oneOf": [answer, *(schema_of[kind] for kind in op.alternatives)]}
@@ -107,7 +119,7 @@ def _error_statuses(route: Route, op: Operation) -> set[int]:
     if op.role is not None:
         statuses |= {401, 503}
     if op.role is Role.ADMIN:
-        statuses.add(403)
+        statuses |= {400, 403, 409, 422}  # Idempotency-Key: malformed, in flight, used for another request
     if "name" in route.param_convertors:
         statuses.add(404)
     if op.body is not None:

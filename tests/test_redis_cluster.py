@@ -207,3 +207,20 @@ async def test_probe_results_and_the_degradation_mode_work_across_nodes(cluster_
     change = await status.last_change()
     assert change is not None
     assert (change.mode, change.actor, change.reason) == (Mode.EMERGENCY, "ops", "drill")
+
+
+async def test_idempotency_keys_claim_and_settle_on_every_node(cluster_store: RedisStore) -> None:
+    from breaker_service.store.idempotency_base import Answered, Pending
+    from breaker_service.store.keys import admin_idempotency_key
+
+    entries = cluster_store.idempotency_store()
+    scopes = [f"{i:064x}" for i in range(24)]  # digests, as the route makes them: each is its own hash tag
+    pending = Pending(fingerprint="f", claim="c")
+    answer = Answered(fingerprint="f", status=200, body=b"{}", media_type="application/json")
+    for scope in scopes:
+        assert await entries.claim(scope, pending) is None
+        await entries.complete(scope, pending, answer)
+        assert await entries.claim(scope, Pending(fingerprint="f", claim="other")) == answer
+
+    nodes = {key_slot(admin_idempotency_key(scope).encode()) * NODES // 16384 for scope in scopes}
+    assert nodes == set(range(NODES))

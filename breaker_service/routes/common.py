@@ -22,6 +22,7 @@ from breaker_client.protocol.models import NAME_PATTERN, Reason
 from breaker_service.auth import Role
 from breaker_service.context import context
 from breaker_service.errors import InvalidRequestError
+from breaker_service.idempotency import answer_once
 from breaker_service.nesting import MAX_DEPTH, nests_deeper_than
 
 T = TypeVar("T")
@@ -59,7 +60,8 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {}
 
 
 def operation(summary: str, *, role: Role | None, **facts: Any) -> Callable[[Endpoint], Endpoint]:
-    """Declare an endpoint: check its role and its `{name}`, bind `actor`/`breaker` for the logs, then run it."""
+    """Declare an endpoint: check its role and its `{name}`, bind `actor`/`breaker` for the logs, then run it (an
+    admin write once per `Idempotency-Key`, breaker_service/idempotency.py)."""
 
     known_query = frozenset(facts.get("query", {}))
 
@@ -82,6 +84,7 @@ def operation(summary: str, *, role: Role | None, **facts: Any) -> Callable[[End
                 )
             if role is Role.ADMIN:  # the request line is the action's one INFO line
                 structlog.contextvars.bind_contextvars(action=handler.__name__.replace("_", "-"))
+                return await answer_once(request, actor_of(request), handler)
             return await handler(request)
 
         OPERATIONS[guarded] = Operation(summary, role, **facts)

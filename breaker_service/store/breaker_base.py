@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from breaker_service.events import StoreEvent
     from breaker_service.store.audit import AuditEntry
+    from breaker_service.store.idempotency_base import IdempotencyStore
     from breaker_service.store.status_base import StatusStore
 
 ConfigResolver = Callable[[str], BreakerConfig]
@@ -116,6 +117,10 @@ class BreakerStore(Protocol):
 
     def status_store(self) -> StatusStore:
         """The service's own status (probe results, degradation mode), kept where this store keeps breakers."""
+        ...
+
+    def idempotency_store(self) -> IdempotencyStore:
+        """The answers to admin writes kept under their Idempotency-Key, where this store keeps breakers."""
         ...
 
     def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:

@@ -23,6 +23,7 @@ from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.events import StoreEvent
 from breaker_service.store.audit import AuditEntry, AuditLog
 from breaker_service.store.breaker_base import patched
+from breaker_service.store.idempotency_memory import MemoryIdempotencyStore
 from breaker_service.store.status_memory import MemoryStatusStore
 from breaker_service.store.window import machine_window_totals
 
@@ -53,6 +54,7 @@ class MemoryStore:
         self._history: dict[str, deque[Transition]] = {}
         self._subscribers: set[asyncio.Queue[StoreEvent]] = set()
         self._status = MemoryStatusStore(clock=clock, publish=self._publish)
+        self._idempotency = MemoryIdempotencyStore(clock=clock)
         self._audit = AuditLog()
 
     @property
@@ -163,6 +165,10 @@ class MemoryStore:
     def status_store(self) -> MemoryStatusStore:
         """Probe results and the degradation mode in this process, on this store's clock and event subscribers."""
         return self._status
+
+    def idempotency_store(self) -> MemoryIdempotencyStore:
+        """Idempotency-Key answers, in this process."""
+        return self._idempotency
 
     async def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
         queue: asyncio.Queue[StoreEvent] = asyncio.Queue()

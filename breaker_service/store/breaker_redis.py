@@ -20,6 +20,7 @@ from breaker_service.errors import BreakerCapError, NotReplicatedError, UnknownB
 from breaker_service.events import EVENTS_CHANNEL, StoreEvent, decode_event
 from breaker_service.store.audit import AuditEntry, entry_from_stream
 from breaker_service.store.connection_redis import confirmed, raise_if_cancelled, unavailable
+from breaker_service.store.idempotency_redis import RedisIdempotencyStore
 from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, history_key, state_key, window_key
 from breaker_service.store.recovery_redis import RedisRecovery
 from breaker_service.store.scripts_redis import BreakerScripts, Created, TransitionHook
@@ -61,6 +62,7 @@ class RedisStore:
         self._min_replicas = min_replicas
         self._replica_wait_ms = max(1, round(replica_wait_s * 1000))
         self._scripts = BreakerScripts(redis, on_transition=on_transition)
+        self._idempotency = RedisIdempotencyStore(redis)
         self._cluster = isinstance(redis, RedisCluster)
         self.recovery = RedisRecovery(redis, self._scripts, registry=self._registry())
         """The store epoch, restoring breakers and reading what a restore needs (breaker_service/store/restorer.py)."""
@@ -206,6 +208,10 @@ class RedisStore:
     def status_store(self) -> RedisStatusStore:
         """Probe results and the degradation mode, on the same Redis."""
         return RedisStatusStore(self._redis)
+
+    def idempotency_store(self) -> RedisIdempotencyStore:
+        """Idempotency-Key answers, on the same Redis: a retry on another replica finds them."""
+        return self._idempotency
 
     async def events(self, subscribed: asyncio.Event | None = None) -> AsyncGenerator[StoreEvent, None]:
         """Every event on `brk:events` from now on; the subscription ends when the consumer stops."""

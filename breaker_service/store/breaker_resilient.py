@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from breaker_service.store.audit import AuditEntry
     from breaker_service.store.breaker_base import ConfigResolver
     from breaker_service.store.breaker_redis import RedisStore
+    from breaker_service.store.idempotency_base import IdempotencyStore
     from breaker_service.store.status_base import StatusStore
 
 _T = TypeVar("_T")
@@ -293,6 +294,10 @@ class ResilientStore:
     def status_store(self) -> StatusStore:
         """The shared store's: it raises `StoreUnavailableError` while that is unreachable (no local fallback)."""
         return self._shared.status_store()
+
+    def idempotency_store(self) -> IdempotencyStore:
+        """The shared store's: admin writes are never served locally, so neither are their Idempotency-Keys."""
+        return self._shared.idempotency_store()
 
     async def events(self, subscribed: asyncio.Event | None = None) -> AsyncIterator[StoreEvent]:
         """The shared store's events, once it is reachable (never subscribing while degraded).

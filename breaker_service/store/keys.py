@@ -76,3 +76,9 @@ def dead_key(name: str) -> str:
 def idem_key(name: str, key: str) -> str:
     """String: the job id first enqueued with `key`, expiring after the idempotency TTL."""
     return f"q:{{{name}}}:idem:{key}"
+
+
+def admin_idempotency_key(scope: str) -> str:
+    """String: an admin write's Idempotency-Key entry (store/idempotency_base.py). `scope` is a digest of the actor and
+    the key, so it is its own hash tag: the entries spread over the cluster, and a key's text never reaches Redis."""
+    return f"brk:idem:{{{scope}}}"

@@ -1,5 +1,10 @@
 """`breakerctl`'s requests to the service: transport failures become `TransportError`, error answers
-`ServiceError`s, answers are decoded where they arrive."""
+`ServiceError`s, answers are decoded where they arrive.
+
+Every write carries the invocation's `Idempotency-Key` (one per `Service`, so one per command run; a command makes
+at most one write): whatever resends that write (a retrying proxy or transport) gets the first answer instead of
+applying it twice, while running the command again is a new action with a new key.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ __all__ = ["TIMEOUT_S", "Service", "decoded", "translated"]
 T = TypeVar("T")
 
 TIMEOUT_S: Final = 10.0
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 
 
 class Service:
@@ -35,6 +41,7 @@ class Service:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=TIMEOUT_S, transport=transport)
+        self._idempotency_key = uuid.uuid4().hex
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -80,6 +87,8 @@ class Service:
                 yield event
 
     async def _send(self, request: httpx.Request) -> bytes:
+        if request.method != "GET":
+            request.headers[IDEMPOTENCY_HEADER] = self._idempotency_key
         with translated():
             response = await self._http.send(request)
         if response.status_code >= 400:

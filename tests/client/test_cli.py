@@ -533,3 +533,47 @@ async def test_v11_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv:
     assert code == Exit.USAGE
     assert "usage: breakerctl" in capsys.readouterr().err
     assert transport.exchanges == []
+
+
+async def test_each_admin_write_carries_its_invocations_own_idempotency_key(ctl: Ctl, service: ServiceHarness) -> None:
+    await create(service, "supabase")
+    transport = RecordingTransport()
+
+    for argv in (
+        ["force-open", "supabase", "--reason", "r"],
+        ["reset", "supabase", "--reason", "r"],
+        ["config", "supabase", "--set", "failure_threshold=4"],
+        ["degradation", "--set", "PARTIAL", "--reason", "drill"],
+        ["delete", "supabase"],
+        ["list"],
+    ):
+        assert (await ctl(*argv, transport=transport)).code == Exit.OK
+
+    writes = [e for e in transport.exchanges if e.method != "GET"]
+    keys = {e.headers["idempotency-key"] for e in writes}
+    assert (len(writes), len(keys)) == (5, 5)
+    assert all("idempotency-key" not in e.headers for e in transport.exchanges if e.method == "GET")
+
+
+class ResendingTransport(RecordingTransport):
+    """Sends every write twice, answering the second, as a proxy that retries after a lost answer does."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "GET":
+            await (await super().handle_async_request(request)).aread()
+        return await super().handle_async_request(request)
+
+
+async def test_a_resent_force_is_applied_once(ctl: Ctl, service: ServiceHarness) -> None:
+    await create(service, "supabase")
+    transport = ResendingTransport()
+
+    result = await ctl("force-open", "supabase", "--reason", "drill", "--json", transport=transport)
+
+    assert result.code == Exit.OK, result.err
+    first, resent = (e for e in transport.exchanges if e.method == "POST")
+    assert resent.response_headers is not None
+    assert resent.response_headers["idempotent-replayed"] == "true"
+    assert first.headers["idempotency-key"] == resent.headers["idempotency-key"]
+    history = (await service_json(service, "/breakers/supabase/history"))["transitions"]
+    assert [t["reason"] for t in history].count("drill") == 1
