@@ -4,7 +4,8 @@ A 503 on a write means "outcome unknown", so an admin retries; without a key the
 configure again (a second audit and history entry, a force's TTL restarted). With a key:
 
 - the first request claims the key, performs the write and keeps its answer (status and body) when it succeeded
-  (2xx), for `ANSWER_TTL_S` (24 h); a failed write (4xx, 5xx, an exception) frees the key for a retry;
+  (2xx) or was applied without enough replicas confirming it (503 with `details.applied`: applying it again is
+  what the key prevents), for `ANSWER_TTL_S` (24 h); any other failure (4xx, 5xx, an exception) frees the key;
 - a retry with the same key and the same request gets the kept answer with `Idempotent-Replayed: true`, and nothing
   is applied again;
 - the same key with another request answers 422 ORC_001; while the first request is still in flight, 409 ORC_003;
@@ -27,8 +28,10 @@ import structlog
 from starlette.responses import Response
 
 from breaker_service.context import context
-from breaker_service.errors import InvalidRequestError, ServiceError, WorkflowError
+from breaker_service.errors import InvalidRequestError, NotReplicatedError, ServiceError, WorkflowError
+from breaker_service.logs import current_correlation_id
 from breaker_service.nesting import nests_deeper_than
+from breaker_service.responses import error_response
 from breaker_service.store.idempotency_base import Answered, Pending
 
 if TYPE_CHECKING:
@@ -57,12 +60,15 @@ async def answer_once(request: Request, actor: str | None, write: Callable[[Requ
     held = await entries.claim(scope, pending)
     if held is not None:
         return _replay(held, pending.fingerprint)
+    applied = False
     try:
-        response = await write(request)
+        response: Response = await write(request)
+    except NotReplicatedError as exc:  # applied all the same: its answer is kept as a success's is
+        response, applied = error_response(exc, current_correlation_id()), True
     except BaseException:
         await _release(entries, scope, pending)
         raise
-    if not 200 <= response.status_code < 300:
+    if not (applied or 200 <= response.status_code < 300):
         await _release(entries, scope, pending)
         return response
     answer = Answered(

@@ -81,6 +81,23 @@ async def test_an_admin_write_not_confirmed_by_replicas_is_503_applied(
         assert not decision.json()["allowed"], "client routes do not wait for replicas"
 
 
+async def test_a_retry_of_a_write_applied_but_not_replicated_is_answered_not_applied_again(
+    redis_server_factory: RedisServerFactory,
+) -> None:
+    url = redis_server_factory().url
+    headers = {**ADMIN, "Idempotency-Key": "drill-42"}
+    async with serving(redis_url=url, admin_min_replicas=1, store_timeout_s=0.5) as client:
+        first = await client.post("/breakers/openai/force-open", json=FORCE, headers=headers)
+        assert assert_error(first, 503, "ORC_005")["details"]["applied"] is True
+        history = (await client.get("/breakers/openai/history", headers=CLIENT)).json()
+
+        retry = await client.post("/breakers/openai/force-open", json=FORCE, headers=headers)
+
+        assert (retry.status_code, retry.content) == (503, first.content), "the first answer, kept"
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert (await client.get("/breakers/openai/history", headers=CLIENT)).json() == history, "not applied again"
+
+
 async def test_a_redis_that_may_evict_keys_is_refused_unless_allowed(redis_server_factory: RedisServerFactory) -> None:
     url = redis_server_factory("--maxmemory-policy", "allkeys-lru").url
     with pytest.raises(EvictionError, match="allkeys-lru"):
