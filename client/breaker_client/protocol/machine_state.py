@@ -20,7 +20,7 @@ from breaker_client.protocol.models import (
     State,
     Transition,
 )
-from breaker_client.protocol.rate_window import WindowBucket  # noqa: TC001 (a field type: get_type_hints resolves it at runtime)
+from breaker_client.protocol.rate_window import WindowBucket  # noqa: TC001 (a field type: resolvable at runtime)
 
 Event: TypeAlias = Transition | FailureSignal
 
