@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import TYPE_CHECKING, Final
 
-from breaker_client.protocol.machine import WINDOW_BUCKETS
+from breaker_client.protocol.rate_window import WINDOW_BUCKETS, bucket_ms
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from breaker_client.protocol.machine import BreakerMachine
 
+__all__ = ["bucket_ms", "machine_window_totals", "window_totals"]
+
 _FIELD: Final = re.compile(r"^(\d+):([cfs])$")
-
-
-def bucket_ms(window_s: float) -> int:
-    """The width of one of the window's buckets."""
-    return max(1, math.floor(window_s * 1000) // WINDOW_BUCKETS)
 
 
 def window_totals(counters: Mapping[str, int], now_ms: int, window_s: float) -> tuple[int, int, int]:
