@@ -8,7 +8,6 @@ import json
 import signal
 import socket
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -17,43 +16,13 @@ from structlog.testing import capture_logs
 
 import breaker_client
 from breaker_client._cli import Exit, main, run
+from tests.client._cli_runner import Ctl
 from tests.client._harness import ADMIN_TOKEN, CLIENT_TOKEN, HOST, RecordingTransport, free_port_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from tests.client._harness import FakeClock, ServiceHarness
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def rows(self) -> list[list[str]]:
-        """A table's lines split on runs of spaces, header included."""
-        return [line.split() for line in self.out.splitlines()]
-
-
-class Ctl:
-    """`await ctl("list", "--json")`: breakerctl aimed at the service, with the admin token unless told otherwise."""
-
-    def __init__(self, service: ServiceHarness, capsys: pytest.CaptureFixture[str]) -> None:
-        self.service = service
-        self.capsys = capsys
-
-    async def __call__(
-        self, *argv: str, token: str | None = ADMIN_TOKEN, transport: httpx.AsyncBaseTransport | None = None
-    ) -> Result:
-        self.capsys.readouterr()
-        options = ["--url", self.service.url, *(["--token", token] if token else [])]
-        code = await run([*options, *argv], transport=transport)
-        out, err = self.capsys.readouterr()
-        return Result(code, out, err)
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +34,7 @@ def quiet_service() -> Iterator[None]:
 
 @pytest.fixture
 def ctl(service: ServiceHarness, capsys: pytest.CaptureFixture[str]) -> Ctl:
-    return Ctl(service, capsys)
+    return Ctl(service.url, capsys)
 
 
 async def service_json(service: ServiceHarness, path: str) -> Any:
