@@ -164,7 +164,7 @@ COMMANDS: Final[dict[str, Callable[[Service, argparse.Namespace], Awaitable[None
 async def _execute(
     args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None, sleep: Callable[[float], Awaitable[None]]
 ) -> int:
-    # Only the write commands have these options; a read never writes, so its Service needs neither.
+    # Only write commands take --retries and --idempotency-key; a read's Service never uses them.
     attempts = getattr(args, "retries", None) or ATTEMPTS_DEFAULT
     writes = retrying(attempts, announce=_complain, sleep=sleep)
     key = getattr(args, "idempotency_key", None)
@@ -173,19 +173,23 @@ async def _execute(
         await COMMANDS[args.command](service, args)
     except TransportError as exc:
         _complain(f"connection to the breaker service at {args.url} failed: {exc}")
-        return _unsettled(service, Exit.UNREACHABLE)
+        _name_the_key(service)
+        return Exit.UNREACHABLE
     except ServiceError as exc:
         _complain(_describe(exc))
-        return _unsettled(service, Exit.SERVICE_ERROR)
+        _name_the_key(service)
+        return Exit.SERVICE_ERROR
+    except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels us): a write may be on its way
+        _name_the_key(service)
+        raise
     finally:
         await service.aclose()
     return Exit.OK
 
 
-def _unsettled(service: Service, code: Exit) -> Exit:
+def _name_the_key(service: Service) -> None:
     if service.unsettled:
         _complain(f"outcome unknown; re-run with --idempotency-key {service.idempotency_key} to retry safely")
-    return code
 
 
 def _describe(exc: ServiceError) -> str:

@@ -20,7 +20,7 @@ from breaker_client._transport import IDEMPOTENCY_HEADER
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["ATTEMPTS_DEFAULT", "ATTEMPTS_MAX", "IDEMPOTENCY_HEADER", "in_doubt", "retrying"]
+__all__ = ["ATTEMPTS_DEFAULT", "ATTEMPTS_MAX", "in_doubt", "retrying"]
 
 ATTEMPTS_DEFAULT: Final = 3
 ATTEMPTS_MAX: Final = 10

@@ -17,9 +17,10 @@ import httpx
 import msgspec
 from httpx_sse import EventSource, SSEError
 
-from breaker_client._cli_retry import IDEMPOTENCY_HEADER, in_doubt
+from breaker_client._cli_retry import in_doubt
 from breaker_client._correlation import CORRELATION_HEADER
 from breaker_client._errors import ClientError, ServiceError, TransportError, error_from_response
+from breaker_client._transport import IDEMPOTENCY_HEADER
 from breaker_client.protocol.models import JSON_ENCODER
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ class Service:
         self.idempotency_key = idempotency_key or uuid.uuid4().hex
         self._writes = writes
         self.unsettled = False
-        """True once a write failed with its outcome unknown: running it again under `idempotency_key` is safe."""
+        """A write was sent and its outcome is unknown (no answer yet, or none that settles it): running it again
+        under `idempotency_key` is safe."""
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -104,13 +106,14 @@ class Service:
         if request.method == "GET":
             return await self._attempt(request)
         request.headers[IDEMPOTENCY_HEADER] = self.idempotency_key
+        self.unsettled = True  # until an answer settles it; a cancelled write (Ctrl-C) stays unsettled
         try:
-            if self._writes is None:
-                return await self._attempt(request)
-            return await self._writes(self._attempt, request)
+            answer = await (self._attempt(request) if self._writes is None else self._writes(self._attempt, request))
         except ClientError as exc:
             self.unsettled = in_doubt(exc)
             raise
+        self.unsettled = False
+        return answer
 
     async def _attempt(self, request: httpx.Request) -> bytes:
         with translated():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import pytest
 
-from breaker_client._cli import Exit
+from breaker_client._cli import Exit, run
 from breaker_service.app import create_app
 from tests.client._cli_runner import Ctl
 from tests.client._harness import ADMIN_TOKEN, RecordingTransport, free_port_url
@@ -156,6 +156,35 @@ async def test_an_unreachable_service_is_tried_the_given_times_then_the_key_is_n
     )
     assert len(waits.delays) == 3
     assert all(delay > 0 for delay in waits.delays)
+
+
+class Unanswered(httpx.AsyncBaseTransport):
+    """Takes every request and never answers; `sent` is set once one has gone."""
+
+    def __init__(self) -> None:
+        self.sent = asyncio.Event()
+        self.headers = httpx.Headers()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.headers = request.headers
+        self.sent.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def test_a_write_interrupted_before_its_answer_names_its_key(capsys: pytest.CaptureFixture[str]) -> None:
+    transport = Unanswered()
+    running = asyncio.create_task(run(["--url", free_port_url(), *FORCE], transport=transport))
+    await transport.sent.wait()
+
+    running.cancel()  # what asyncio.run does on Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    [line] = capsys.readouterr().err.splitlines()
+    named = _UNKNOWN_LINE.match(line)
+    assert named is not None
+    assert named[1] == transport.headers["idempotency-key"]
 
 
 # -- the first request with the key is still in flight: wait, then get its answer ----------------------------------
