@@ -5,6 +5,9 @@
 Exit codes: 0 done; 1 the service answered an error (its ORC code and message go to stderr); 2 a usage error, a
 bad breaker name included (nothing is sent); 3 the service could not be reached; 130 interrupted (Ctrl-C ends
 `watch` with 0, since that is how it is meant to stop); 141 the reader of the output went away.
+
+A write whose outcome is unknown is sent again under its Idempotency-Key (`_cli_retry`), one line on stderr per
+retry; when the attempts run out, the last line names the key to re-run the command with.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import msgspec
 
 from breaker_client import _cli_admin as admin
 from breaker_client import _cli_render as render
-from breaker_client._cli_args import HISTORY_MAX, build_parser, check
+from breaker_client._cli_args import build_parser, check
+from breaker_client._cli_audit import audit
+from breaker_client._cli_retry import ATTEMPTS_DEFAULT, retrying
 from breaker_client._cli_service import Service, decoded
-from breaker_client._errors import NotFoundError, ServiceError, TransportError, error_from_response
+from breaker_client._errors import ServiceError, TransportError, error_from_response
 from breaker_client.protocol.models import (
     JSON_ENCODER,
     BreakerList,
@@ -42,8 +47,6 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["Exit", "main", "run"]
-
-AUDIT_CONCURRENCY: Final = 8
 
 _LIST: Final = msgspec.json.Decoder(BreakerList)
 _SNAPSHOT: Final = msgspec.json.Decoder(Snapshot)
@@ -105,32 +108,6 @@ async def _reset(service: Service, args: argparse.Namespace) -> None:
     _emit(args, raw, render.snapshots_table([snapshot]))
 
 
-async def _audit(service: Service, args: argparse.Namespace) -> None:
-    """v1 has no audit route: every breaker's history, kept where an admin token acted, newest first."""
-    listing, _ = await service.get("/breakers", _LIST)
-    gate = asyncio.Semaphore(AUDIT_CONCURRENCY)
-
-    async def admin_actions(name: str) -> list[Transition]:
-        async with gate:
-            try:
-                history, _ = await service.get(_path(name, "/history"), _HISTORY, limit=HISTORY_MAX)
-            except NotFoundError:  # deleted since the listing
-                return []
-        return [t for t in history.transitions if t.actor is not None]
-
-    # return_exceptions: every request finishes before the first error is raised, so none outlives the client.
-    results = await asyncio.gather(*(admin_actions(s.name) for s in listing.breakers), return_exceptions=True)
-    actions: list[Transition] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-        actions.extend(result)
-    actions.sort(key=lambda t: t.at, reverse=True)
-    actions = actions[: args.limit]
-    raw = JSON_ENCODER.encode(History(transitions=actions))
-    _emit(args, raw, render.history_table(actions, with_name=True) if actions else "", empty="no admin actions")
-
-
 async def _watch(service: Service, args: argparse.Namespace) -> None:
     # Ctrl-C ends the watch through an event the loop sets, not by cancelling a read deep in httpx: a cancellation
     # that lands inside the HTTP stack can be absorbed there, leaving the watch waiting (seen once in ~10 runs).
@@ -176,7 +153,7 @@ COMMANDS: Final[dict[str, Callable[[Service, argparse.Namespace], Awaitable[None
     "force-open": _force,
     "force-close": _force,
     "reset": _reset,
-    "audit": _audit,
+    "audit": audit,
     "watch": _watch,
     "delete": admin.delete,
     "config": admin.config,
@@ -184,19 +161,35 @@ COMMANDS: Final[dict[str, Callable[[Service, argparse.Namespace], Awaitable[None
 }
 
 
-async def _execute(args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None) -> int:
-    service = Service(args.url, args.token, transport)
+async def _execute(
+    args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None, sleep: Callable[[float], Awaitable[None]]
+) -> int:
+    # Only write commands take --retries and --idempotency-key; a read's Service never uses them.
+    attempts = getattr(args, "retries", None) or ATTEMPTS_DEFAULT
+    writes = retrying(attempts, announce=_complain, sleep=sleep)
+    key = getattr(args, "idempotency_key", None)
+    service = Service(args.url, args.token, transport, idempotency_key=key, writes=writes)
     try:
         await COMMANDS[args.command](service, args)
     except TransportError as exc:
         _complain(f"connection to the breaker service at {args.url} failed: {exc}")
+        _name_the_key(service)
         return Exit.UNREACHABLE
     except ServiceError as exc:
         _complain(_describe(exc))
+        _name_the_key(service)
         return Exit.SERVICE_ERROR
+    except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels us): a write may be on its way
+        _name_the_key(service)
+        raise
     finally:
         await service.aclose()
     return Exit.OK
+
+
+def _name_the_key(service: Service) -> None:
+    if service.unsettled:
+        _complain(f"outcome unknown; re-run with --idempotency-key {service.idempotency_key} to retry safely")
 
 
 def _describe(exc: ServiceError) -> str:
@@ -223,12 +216,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
         return exc.code if isinstance(exc.code, int) else Exit.USAGE
 
 
-async def run(argv: Sequence[str] | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> int:
-    """`breakerctl` in a running event loop; returns the exit code. `transport` is httpx's (tests record with it)."""
+async def run(
+    argv: Sequence[str] | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> int:
+    """`breakerctl` in a running event loop; returns the exit code. `transport` is httpx's (tests record with it);
+    `sleep` waits before a write is retried (tests make the store come back in it)."""
     args = _parse(argv)
     if isinstance(args, int):
         return args
-    return await _execute(args, transport)
+    return await _execute(args, transport, sleep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     try:
-        return asyncio.run(_execute(args, None))
+        return asyncio.run(_execute(args, None, asyncio.sleep))
     except KeyboardInterrupt:
         return Exit.OK if args.command == "watch" else Exit.INTERRUPTED
     except BrokenPipeError:

@@ -13,19 +13,21 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from breaker_client import __version__
+from breaker_client._cli_retry import ATTEMPTS_DEFAULT, ATTEMPTS_MAX
 from breaker_client.protocol.models import MAX_SECONDS, NAME_PATTERN, is_valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["DEFAULT_URL", "HISTORY_MAX", "build_parser", "check"]
+__all__ = ["DEFAULT_URL", "LIMIT_MAX", "build_parser", "check"]
 
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
-HISTORY_MAX: Final = 1000
-"""The service's largest `?limit=` of history, and the length of the history it keeps."""
+LIMIT_MAX: Final = 1000
+"""The service's largest `?limit=` of history and of the audit trail."""
 REASON_MAX: Final = 500
 MODES: Final = ("NORMAL", "PARTIAL", "READ_ONLY", "OFFLINE", "EMERGENCY")
 _FIELD: Final = re.compile(r"^[a-z_]{1,64}$")
+_IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,255}")  # the service's rule
 
 
 def _breaker_name(value: str) -> str:
@@ -71,6 +73,12 @@ def _setting(value: str) -> tuple[str, Any]:
         return key, raw
 
 
+def _idempotency_key(value: str) -> str:
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"invalid idempotency key {value!r}: 1 to 255 visible ASCII characters")
+    return value
+
+
 def _mode(value: str) -> str:
     if value.upper() not in MODES:
         raise argparse.ArgumentTypeError(f"invalid mode {value!r}: one of {', '.join(MODES)}")
@@ -101,10 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", default=token, help="bearer token (env BREAKER_TOKEN)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the service's JSON instead of a table")
+    # Not a default of 3 here: `check` tells a --retries given to a read from one left out.
+    writes = argparse.ArgumentParser(add_help=False)
+    writes.add_argument(
+        "--retries",
+        type=_count(ATTEMPTS_MAX),
+        metavar="N",
+        help=f"attempts in all while the write's outcome is unknown (default {ATTEMPTS_DEFAULT}; 1: no retry)",
+    )
+    writes.add_argument(
+        "--idempotency-key",
+        type=_idempotency_key,
+        metavar="KEY",
+        help="the key printed by a run whose outcome was unknown: retries it safely (default: a new key)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, summary: str, *, named: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, parents=[output], help=summary, description=summary)
+    def command(name: str, summary: str, *, named: bool = True, write: bool = False) -> argparse.ArgumentParser:
+        parents = [output, writes] if write else [output]
+        sub = commands.add_parser(name, parents=parents, help=summary, description=summary)
         if named:
             sub.add_argument("name", type=_breaker_name, metavar="NAME", help="breaker name")
         return sub
@@ -112,26 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", "every breaker: state (the forced one while forced), forced, generation, failures", named=False)
     command("show", "one breaker in full")
     history = command("history", "a breaker's transitions, newest first")
-    history.add_argument("--limit", type=_count(HISTORY_MAX), metavar="N", help="at most N (service default 100)")
+    history.add_argument("--limit", type=_count(LIMIT_MAX), metavar="N", help="at most N (service default 100)")
     for action, state in (("force-open", "OPEN"), ("force-close", "CLOSED")):
-        force = command(action, f"hold a breaker {state} until reset, or for --ttl seconds (admin)")
+        force = command(action, f"hold a breaker {state} until reset, or for --ttl seconds (admin)", write=True)
         force.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail")
         force.add_argument("--ttl", type=_ttl, metavar="S", help="lift the force after S seconds")
         force.add_argument("--create", action="store_true", help="create the breaker if unknown (else: exit 1, 404)")
-    reset = command("reset", "back to a fresh CLOSED: counts cleared, force lifted (admin)")
+    reset = command("reset", "back to a fresh CLOSED: counts cleared, force lifted (admin)", write=True)
     reset.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail")
     watch = command("watch", "print each state change as it happens, until Ctrl-C", named=False)
     watch.add_argument("--count", type=_count(sys.maxsize), metavar="N", help="stop after N state changes")
-    audit = command("audit", "admin actions (config, force, reset) on every breaker, newest first", named=False)
-    audit.add_argument("--limit", type=_count(sys.maxsize), default=50, metavar="N", help="at most N (default 50)")
-    delete = command("delete", "remove a breaker and its history (admin)")
+    audit = command("audit", "admin actions (config, delete, force, reset) on breakers, newest first", named=False)
+    audit.add_argument("--limit", type=_count(LIMIT_MAX), default=50, metavar="N", help="at most N (default 50)")
+    delete = command("delete", "remove a breaker and its history (admin)", write=True)
     delete.add_argument("--reason", type=_reason, help="why, for the audit trail")
-    config = command("config", "a breaker's config; --set k=v merges fields into it (admin)")
+    config = command("config", "a breaker's config; --set k=v merges fields into it (admin)", write=True)
     config.add_argument(
         "--set", type=_setting, action="append", metavar="K=V", help="a config field to change (repeatable)"
     )
     config.add_argument("--reason", type=_reason, help="why, for the audit trail (with --set)")
-    degradation = command("degradation", "the fleet's degradation mode; --set forces one, --lift lifts it", named=False)
+    degradation = command(
+        "degradation", "the fleet's degradation mode; --set forces one, --lift lifts it", named=False, write=True
+    )
     change = degradation.add_mutually_exclusive_group()
     change.add_argument("--set", type=_mode, metavar="MODE", help=f"force a mode (admin): {', '.join(MODES)}")
     change.add_argument("--lift", action="store_true", help="lift a forced mode (admin)")
@@ -151,3 +176,7 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error("degradation --reason goes with --set or --lift")
     if args.command == "config" and args.reason is not None and not args.set:
         parser.error("config --reason goes with --set")
+    changes = {"config": "--set", "degradation": "--set or --lift"}
+    reading = args.command in changes and not args.set and not getattr(args, "lift", False)
+    if reading and (args.retries is not None or args.idempotency_key is not None):
+        parser.error(f"{args.command} --retries and --idempotency-key go with {changes[args.command]}")

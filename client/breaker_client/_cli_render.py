@@ -82,13 +82,12 @@ def show_snapshot(snapshot: Snapshot) -> str:
     return "\n".join(f"{label + ':':<{width + 1}}  {value}" for label, value in fields)
 
 
-def history_table(transitions: Sequence[Transition], *, with_name: bool = False) -> str:
-    """`history` and `audit` (which adds the breaker's name): newest first, as given."""
-    headers = ("AT", *(("BREAKER",) if with_name else ()), "FROM", "TO", "GENERATION", "ACTOR", "REASON")
+def history_table(transitions: Sequence[Transition]) -> str:
+    """`history`: newest first, as given."""
+    headers = ("AT", "FROM", "TO", "GENERATION", "ACTOR", "REASON")
     rows = [
         (
             timestamp(t.at),
-            *((t.name,) if with_name else ()),
             t.from_state,
             t.to_state,
             str(t.generation),

@@ -2,8 +2,9 @@
 `ServiceError`s, answers are decoded where they arrive.
 
 Every write carries the invocation's `Idempotency-Key` (one per `Service`, so one per command run; a command makes
-at most one write): whatever resends that write (a retrying proxy or transport) gets the first answer instead of
-applying it twice, while running the command again is a new action with a new key.
+at most one write), and is sent again under it while its outcome is unknown (`_cli_retry`): the service answers a
+resent write with the first answer instead of applying it twice. Running the command again is a new action with a
+new key, unless the operator passes the key of the run whose outcome stayed unknown (`--idempotency-key`).
 """
 
 from __future__ import annotations
@@ -16,32 +17,47 @@ import httpx
 import msgspec
 from httpx_sse import EventSource, SSEError
 
+from breaker_client._cli_retry import in_doubt
 from breaker_client._correlation import CORRELATION_HEADER
-from breaker_client._errors import ServiceError, TransportError, error_from_response
+from breaker_client._errors import ClientError, ServiceError, TransportError, error_from_response
+from breaker_client._transport import IDEMPOTENCY_HEADER
 from breaker_client.protocol.models import JSON_ENCODER
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from httpx_sse import ServerSentEvent
+    from tenacity import AsyncRetrying
 
 __all__ = ["TIMEOUT_S", "Service", "decoded", "translated"]
 
 T = TypeVar("T")
 
 TIMEOUT_S: Final = 10.0
-IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 
 
 class Service:
     """The requests the CLI makes: transport failures become `TransportError`, error answers `ServiceError`s."""
 
-    def __init__(self, url: str, token: str | None, transport: httpx.AsyncBaseTransport | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        transport: httpx.AsyncBaseTransport | None,
+        *,
+        idempotency_key: str | None = None,
+        writes: AsyncRetrying | None = None,
+    ) -> None:
+        """`writes` sends each write again while its outcome is unknown (`_cli_retry.retrying`); None: once."""
         headers = {CORRELATION_HEADER: uuid.uuid4().hex}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=TIMEOUT_S, transport=transport)
-        self._idempotency_key = uuid.uuid4().hex
+        self.idempotency_key = idempotency_key or uuid.uuid4().hex
+        self._writes = writes
+        self.unsettled = False
+        """A write was sent and its outcome is unknown (no answer yet, or none that settles it): running it again
+        under `idempotency_key` is safe."""
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -87,8 +103,19 @@ class Service:
                 yield event
 
     async def _send(self, request: httpx.Request) -> bytes:
-        if request.method != "GET":
-            request.headers[IDEMPOTENCY_HEADER] = self._idempotency_key
+        if request.method == "GET":
+            return await self._attempt(request)
+        request.headers[IDEMPOTENCY_HEADER] = self.idempotency_key
+        self.unsettled = True  # until an answer settles it; a cancelled write (Ctrl-C) stays unsettled
+        try:
+            answer = await (self._attempt(request) if self._writes is None else self._writes(self._attempt, request))
+        except ClientError as exc:
+            self.unsettled = in_doubt(exc)
+            raise
+        self.unsettled = False
+        return answer
+
+    async def _attempt(self, request: httpx.Request) -> bytes:
         with translated():
             response = await self._http.send(request)
         if response.status_code >= 400:

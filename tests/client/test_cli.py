@@ -8,7 +8,6 @@ import json
 import signal
 import socket
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -17,43 +16,13 @@ from structlog.testing import capture_logs
 
 import breaker_client
 from breaker_client._cli import Exit, main, run
+from tests.client._cli_runner import Ctl
 from tests.client._harness import ADMIN_TOKEN, CLIENT_TOKEN, HOST, RecordingTransport, free_port_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from tests.client._harness import FakeClock, ServiceHarness
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def rows(self) -> list[list[str]]:
-        """A table's lines split on runs of spaces, header included."""
-        return [line.split() for line in self.out.splitlines()]
-
-
-class Ctl:
-    """`await ctl("list", "--json")`: breakerctl aimed at the service, with the admin token unless told otherwise."""
-
-    def __init__(self, service: ServiceHarness, capsys: pytest.CaptureFixture[str]) -> None:
-        self.service = service
-        self.capsys = capsys
-
-    async def __call__(
-        self, *argv: str, token: str | None = ADMIN_TOKEN, transport: httpx.AsyncBaseTransport | None = None
-    ) -> Result:
-        self.capsys.readouterr()
-        options = ["--url", self.service.url, *(["--token", token] if token else [])]
-        code = await run([*options, *argv], transport=transport)
-        out, err = self.capsys.readouterr()
-        return Result(code, out, err)
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +34,7 @@ def quiet_service() -> Iterator[None]:
 
 @pytest.fixture
 def ctl(service: ServiceHarness, capsys: pytest.CaptureFixture[str]) -> Ctl:
-    return Ctl(service, capsys)
+    return Ctl(service.url, capsys)
 
 
 async def service_json(service: ServiceHarness, path: str) -> Any:
@@ -164,39 +133,48 @@ async def test_force_open_shows_as_forced_open_and_is_audited(ctl: Ctl, service:
     fields = {key: value.strip() for key, value in (line.split(":", 1) for line in shown.out.splitlines())}
     assert fields["state"] == "OPEN (forced; own state CLOSED)"
     assert fields["forced"] == "OPEN"
-    forcing, configuring = audit.json()["transitions"]  # the automatic trip of openai is not an admin action
-    assert (forcing["name"], forcing["to"], forcing["actor"], forcing["reason"]) == (
-        "sms_agent",
-        "OPEN",
-        "test-admin",
-        "provider outage",
-    )
-    assert (configuring["name"], configuring["actor"], configuring["reason"]) == (
-        "sms_agent",
-        "test-admin",
-        "config updated",
-    )
+    assert audit.json() == await service_json(service, "/audit?limit=50")
+    forcing, configuring = audit.json()["entries"]  # the automatic trip of openai is not an admin action
+    assert forcing == {
+        "at": forcing["at"],
+        "name": "sms_agent",
+        "action": "force-open",
+        "actor": "test-admin",
+        "reason": "provider outage",
+    }
+    assert (configuring["name"], configuring["action"]) == ("sms_agent", "configure")
 
 
-async def test_audit_merges_breakers_newest_first_up_to_the_limit(
+async def test_audit_reads_the_services_trail_newest_first_up_to_the_limit(
     ctl: Ctl, service: ServiceHarness, clock: FakeClock
 ) -> None:
+    await create(service, "openai")
     await ctl("force-open", "sms_agent", "--reason", "first", "--create")
     clock.advance(1)
-    await ctl("force-close", "openai", "--reason", "second", "--ttl", "60", "--create")
+    await ctl("reset", "openai", "--reason", "second")
     clock.advance(1)
-    await ctl("reset", "sms_agent", "--reason", "third")
+    await ctl("delete", "sms_agent", "--reason", "third")
+    recorder = UrlRecorder()
 
-    everything = await ctl("audit")
-    latest = await ctl("audit", "--limit", "2", "--json")
+    everything = await ctl("audit", transport=recorder)
+    latest = await ctl("audit", "--limit", "2", "--json", transport=recorder)
 
-    assert everything.rows()[0] == ["AT", "BREAKER", "FROM", "TO", "GENERATION", "ACTOR", "REASON"]
-    assert [(row[1], row[-1]) for row in everything.rows()[1:]] == [
-        ("sms_agent", "third"),
-        ("openai", "second"),
-        ("sms_agent", "first"),
+    assert [(url.path, url.params.get("limit")) for url in recorder.urls] == [("/audit", "50"), ("/audit", "2")]
+    assert everything.rows()[0] == ["AT", "BREAKER", "ACTION", "ACTOR", "REASON"]
+    assert [(row[1], row[2], row[-1]) for row in everything.rows()[1:4]] == [
+        ("sms_agent", "delete", "third"),  # a deleted breaker's actions stay in the trail
+        ("openai", "reset", "second"),
+        ("sms_agent", "force-open", "first"),
     ]
-    assert [t["reason"] for t in latest.json()["transitions"]] == ["third", "second"]
+    assert everything.rows()[1][0] == "2023-11-14T22:13:22.000Z"
+    assert latest.json() == await service_json(service, "/audit?limit=2")
+    assert [e["reason"] for e in latest.json()["entries"]] == ["third", "second"]
+
+
+async def test_audit_of_no_admin_actions_says_so_on_stderr(ctl: Ctl) -> None:
+    result = await ctl("audit")
+
+    assert (result.code, result.out, result.err) == (Exit.OK, "", "no admin actions\n")
 
 
 async def test_force_close_with_ttl_and_reset(ctl: Ctl, service: ServiceHarness) -> None:
@@ -234,6 +212,7 @@ async def test_a_bad_name_is_refused_before_any_request(capsys: pytest.CaptureFi
         ["reset", "sms_agent", "--reason", " "],
         ["history", "sms_agent", "--limit", "0"],
         ["watch", "--count", "x"],
+        ["audit", "--limit", "1001"],  # the service's largest
         ["frobnicate"],
     ],
 )
