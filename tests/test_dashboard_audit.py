@@ -14,6 +14,7 @@ async def test_audit_lists_admin_actions_newest_first_with_actor_and_reason(any_
     steps = [
         ("PUT", "/breakers/ledger?reason=onboard", None),
         ("POST", "/breakers/ledger/force-open?create=true", {"reason": "provider outage", "ttl_s": 600}),
+        ("POST", "/breakers/ledger/force-close", {"reason": "drill over"}),
         ("POST", "/breakers/ledger/reset", {"reason": "provider back"}),
         ("DELETE", "/breakers/ledger?reason=decommissioned", None),
     ]
@@ -30,6 +31,7 @@ async def test_audit_lists_admin_actions_newest_first_with_actor_and_reason(any_
     assert [(e["name"], e["action"], e["actor"], e["reason"]) for e in entries] == [
         ("ledger", "delete", "test-admin", "decommissioned"),
         ("ledger", "reset", "test-admin", "provider back"),
+        ("ledger", "force-close", "test-admin", "drill over"),  # the route's name, as the request's log line has it
         ("ledger", "force-open", "test-admin", "provider outage"),
         ("ledger", "configure", "test-admin", "onboard"),
     ]

@@ -273,7 +273,7 @@ async def test_delete_removes_every_key_and_the_registry_entry(
     audit = await redis_client.xrange(AUDIT_KEY)
     assert audit is not None
     actions = [fields[b"action"] for _, fields in audit if fields is not None]
-    assert actions == [b"force-closed", b"delete"]
+    assert actions == [b"force-close", b"delete"]
 
 
 async def test_redis_down_raises_store_unavailable(redis_server_factory: RedisServerFactory) -> None:

@@ -27,6 +27,11 @@ ConfigResolver = Callable[[str], BreakerConfig]
 """The config a breaker gets when it is created implicitly: its config-file override, else the defaults."""
 
 
+def force_action(mode: State) -> str:
+    """The audit trail's name for a force: the route's, as the request's log line has it."""
+    return "force-open" if mode is State.OPEN else "force-close"
+
+
 def patched(config: BreakerConfig, patch: ConfigPatch) -> BreakerConfig:
     """`config` with the PATCH fields merged in; `InvalidRequestError` (422 ORC_001) when it breaks a rule."""
     try:

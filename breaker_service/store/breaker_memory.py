@@ -22,7 +22,7 @@ from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.errors import BreakerCapError, UnknownBreakerError
 from breaker_service.events import StoreEvent
 from breaker_service.store.audit import AuditEntry, AuditLog
-from breaker_service.store.breaker_base import patched
+from breaker_service.store.breaker_base import force_action, patched
 from breaker_service.store.idempotency_memory import MemoryIdempotencyStore
 from breaker_service.store.status_memory import MemoryStatusStore
 from breaker_service.store.window import machine_window_totals
@@ -142,7 +142,7 @@ class MemoryStore:
         machine = self._get_or_create(name)
         now_ms = self._clock()
         self._emit(machine, machine.force(mode, reason, ttl_s, actor, now_ms), now_ms)
-        self._audit.append(name, f"force-{mode.value.lower()}", actor, reason, now_ms / 1000)
+        self._audit.append(name, force_action(mode), actor, reason, now_ms / 1000)
         return machine.view(now_ms)
 
     async def reset(self, name: str, *, reason: str, actor: str | None) -> Snapshot:

@@ -19,6 +19,7 @@ from breaker_client.protocol.models import BreakerConfig, ConfigPatch, Decision,
 from breaker_service.errors import BreakerCapError, NotReplicatedError, UnknownBreakerError
 from breaker_service.events import EVENTS_CHANNEL, StoreEvent, decode_event
 from breaker_service.store.audit import AuditEntry, entry_from_stream
+from breaker_service.store.breaker_base import force_action
 from breaker_service.store.connection_redis import confirmed, raise_if_cancelled, unavailable
 from breaker_service.store.idempotency_redis import RedisIdempotencyStore
 from breaker_service.store.keys import AUDIT_KEY, AUDIT_MAXLEN, REGISTRY_KEY, history_key, state_key, window_key
@@ -166,7 +167,7 @@ class RedisStore:
             snapshot = await self._creating(
                 name, lambda: self._scripts.force(name, mode, reason=reason, ttl_s=ttl_s, actor=actor), admin=True
             )
-            await self._audit(name, f"force-{mode.value.lower()}", actor, reason)
+            await self._audit(name, force_action(mode), actor, reason)
             await self._replicated()
         return snapshot
 
