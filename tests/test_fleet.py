@@ -156,7 +156,10 @@ def test_open_breaker_takes_no_retry_storm(fleet: Fleet, admin: httpx.Client, de
     calls_each = 25
 
     results = fleet.run(
-        Run(breaker="fleet-open", url=dependency.url, until="stopped", max_calls=calls_each, retry_attempts=5)
+        # Ended by the call count: the time bound (generous, for a starved core) only stops a hang.
+        Run(
+            breaker="fleet-open", url=dependency.url, until="stopped", max_calls=calls_each, max_s=300, retry_attempts=5
+        )
     )
 
     assert_clean(results)

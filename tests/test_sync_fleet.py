@@ -84,13 +84,17 @@ def test_a_healthy_dependency_is_called_by_every_thread_on_the_fast_path(
 ) -> None:
     configure(admin, "sync-fleet-warm")
     dependency.set_mode(Mode.HEALTHY)
-    # 64 threads share two cores with the rest of the suite: no call may time out for want of a core.
-    warm = Run(breaker="sync-fleet-warm", url=dependency.url, until="stopped", max_calls=5, call_timeout_s=60.0)
-    fleet.run(warm)  # earns trust
+    # 64 threads share two cores with the rest of the suite: no call may time out, and no thread's run may be cut
+    # short by its time bound, for want of a core (a run ends by its call count; the bound only stops a hang).
+    warm = Run(
+        breaker="sync-fleet-warm", url=dependency.url, until="stopped", max_calls=5, max_s=300.0, call_timeout_s=60.0
+    )
+    assert all(r.stopped_by == "max_calls" for r in fleet.run(warm))  # earns trust
 
     results = fleet.run(dataclasses.replace(warm, max_calls=20))
 
     assert_clean(results)
+    assert [r.stopped_by for r in results] == ["max_calls"] * SIZE
     assert [r.ok for r in results] == [THREADS * 20] * SIZE
     assert sum(r.acquires for r in results) == 0  # not one request to the service before a call
     assert snapshot(admin, "sync-fleet-warm")["counts"]["success"] == SIZE * THREADS * 25
