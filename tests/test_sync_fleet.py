@@ -94,7 +94,7 @@ def test_a_healthy_dependency_is_called_by_every_thread_on_the_fast_path(
     results = fleet.run(dataclasses.replace(warm, max_calls=20))
 
     assert_clean(results)
-    assert [r.stopped_by for r in results] == ["max_calls"] * SIZE
+    assert [(r.stopped_by, r.failed) for r in results] == [("max_calls", 0)] * SIZE
     assert [r.ok for r in results] == [THREADS * 20] * SIZE
     assert sum(r.acquires for r in results) == 0  # not one request to the service before a call
     assert snapshot(admin, "sync-fleet-warm")["counts"]["success"] == SIZE * THREADS * 25
