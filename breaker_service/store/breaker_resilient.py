@@ -4,7 +4,7 @@
 answered for each breaker. When a call raises `StoreUnavailableError` the store turns *degraded*:
 
 - acquire and record run on a local `BreakerMachine` per breaker, seeded from that last snapshot
-  (`fallback_resilient.py`: `LocalBreakers`). Decisions say `degraded: true`.
+  (`fallback_resilient.py`: `LocalFallback`). Decisions say `degraded: true`.
 - snapshot, snapshots and names answer from the breakers this replica knows; history raises
   `StoreUnavailableError`: it lives only in the shared store.
 - admin writes (configure, delete, force, reset) always go to the shared store, so they fail with
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from breaker_service.clock import Clock, wall_clock_ms
 from breaker_service.errors import StoreUnavailableError, UnknownBreakerError
-from breaker_service.store.fallback_resilient import LOCAL_PERMIT_PREFIX, LocalBreakers
+from breaker_service.store.fallback_resilient import LOCAL_PERMIT_PREFIX, LocalFallback
 from breaker_service.store.link_resilient import SharedLink
 from breaker_service.store.recollection import ReplicaMemory
 from breaker_service.store.restorer import Restorer
@@ -59,7 +59,7 @@ class ResilientStore(SharedOnlyCalls):
         memory = ReplicaMemory(max_breakers=max_breakers)
         restorer = Restorer(shared, memory, clock=clock, check_interval_s=epoch_check_s)
         shared.on_missing = restorer.on_missing
-        self._local = LocalBreakers(
+        self._local = LocalFallback(
             memory,
             resolve_config=resolve_config,
             max_breakers=max_breakers,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 LOCAL_PERMIT_PREFIX: Final = "local-"
 
 
-class LocalBreakers:
+class LocalFallback:
     """The breakers this replica runs itself while the shared store is unreachable, seeded from what it remembers."""
 
     def __init__(

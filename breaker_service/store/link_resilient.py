@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from breaker_client.protocol.models import BreakerConfig
     from breaker_service.store.breaker_redis import RedisStore
-    from breaker_service.store.fallback_resilient import LocalBreakers
+    from breaker_service.store.fallback_resilient import LocalFallback
     from breaker_service.store.restorer import Restorer
 
 _T = TypeVar("_T")
@@ -40,7 +40,7 @@ class SharedLink:
         shared: RedisStore,
         restorer: Restorer,
         declared: Mapping[str, BreakerConfig],
-        local: LocalBreakers,
+        local: LocalFallback,
         *,
         retry_min_s: float,
         retry_max_s: float,
