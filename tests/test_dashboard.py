@@ -217,3 +217,40 @@ async def test_the_dashboard_reads_paged_snapshots_and_ignores_unknown_event_kin
     await shot(page, "5-paged-snapshot")
     await page.close()
     assert errors == []
+
+
+async def test_a_force_whose_answer_is_lost_is_sent_again_under_its_key_and_applied_once(
+    browser: Browser, replicas: list[ServiceProcess]
+) -> None:
+    async with clients(replicas) as (one, _):
+        created = await one.put("/breakers/billing", json={"failure_threshold": 2}, headers=ADMIN_HEADERS)
+        assert created.status_code == 200, created.text
+        page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        keys: list[str | None] = []
+
+        async def first_answer_lost(route: Route) -> None:
+            keys.append(route.request.headers.get("idempotency-key"))
+            if len(keys) == 1:
+                await route.fetch()  # the service applies it...
+                await route.abort("connectionreset")  # ...and the page never hears back
+            else:
+                await route.continue_()
+
+        await page.route("**/breakers/billing/force-open", first_answer_lost)
+        await page.goto(replicas[0].url + "/")
+        await sign_in(page, ADMIN_TOKEN)
+        await page.locator('tr[data-breaker="billing"]').get_by_role("button", name="Force open…").click()
+        await page.fill("#action-reason", "INC-7 card processor down")
+        await page.click("#action-review")
+        await page.click("#action-confirm-button")
+
+        await expect(page.locator("#notice")).to_have_text("Force OPEN billing: done.")  # after the second answer
+        await expect(page.locator('tr[data-breaker="billing"] [data-role="state"]')).to_have_text("OPEN · forced")
+        assert keys[0] is not None
+        assert keys == [keys[0], keys[0]], "sent twice, under one key"
+        history = (await one.get("/breakers/billing/history")).json()["transitions"]
+        assert [t["reason"] for t in history].count("INC-7 card processor down") == 1, history
+        audit = (await one.get("/audit")).json()["entries"]
+        assert [e["action"] for e in audit if e["name"] == "billing"] == ["force-open", "configure"]
+        await page.close()
