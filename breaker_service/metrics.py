@@ -40,10 +40,9 @@ from breaker_service.errors import ServiceError
 from breaker_service.logs import route_template
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterator
 
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.registry import Collector
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from breaker_client.protocol.models import Decision, Outcome, Snapshot
@@ -67,12 +66,13 @@ class Metrics:
         runtime = [ProcessCollector(registry=self.registry), PlatformCollector(registry=self.registry)]
         runtime.append(GCCollector(registry=self.registry))
         # The exposition: this registry, or, across worker processes, their summed files plus this worker's runtime.
-        self._exposed: Collector = self.registry
+        self._exposed = self.registry
         directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
         if directory:
-            summed = CollectorRegistry()
-            MultiProcessCollector(summed, path=directory)  # type: ignore[no-untyped-call]
-            self._exposed = _Together([summed, *runtime])
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed, path=directory)  # type: ignore[no-untyped-call]
+            for collector in runtime:
+                self._exposed.register(collector)
         self.decisions = Counter(
             "breaker_decisions",
             "Acquire decisions this replica answered.",
@@ -137,17 +137,6 @@ class Metrics:
             for from_state in (State.CLOSED, State.HALF_OPEN):
                 self.transitions.labels(snapshot.name, from_state, State.OPEN)
         return generate_latest(self._exposed) + generate_latest(_FleetCollector(reading))
-
-
-class _Together:
-    """Several collectors exposed as one (`generate_latest` takes anything that collects)."""
-
-    def __init__(self, collectors: Iterable[Collector]) -> None:
-        self._collectors = list(collectors)
-
-    def collect(self) -> Iterator[Metric]:
-        for collector in self._collectors:
-            yield from collector.collect()
 
 
 class _FleetReading:

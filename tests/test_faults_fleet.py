@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 import httpx
 import pytest
 
+from tests._waiting import poll_until
 from tests.fixtures.dependency import Dependency, Mode, running_dependency
 from tests.fixtures.service import ADMIN_HEADERS, CLIENT_TOKEN
 from tests.fleet.fleet import Fleet
@@ -41,10 +42,6 @@ def ready(replicas: list[ServiceProcess]) -> bool:
         return False
 
 
-def wait(predicate_ok: bool, what: str) -> None:
-    assert predicate_ok, f"timed out waiting for {what}"
-
-
 def on_fast_path(results: list[RunResult]) -> bool:
     return all(r.calls > 0 and r.acquires == 0 and r.live and not r.degraded for r in results)
 
@@ -68,10 +65,7 @@ def test_a_client_fleet_through_a_redis_kill_is_back_on_its_fast_path(
             server.kill()
             assert dependency.wait_for_hits(dependency.hits + 30, timeout_s=WAIT_TIMEOUT_S), "calls go on"
             server.start()  # empty: the replicas restore what they know
-            deadline = time.monotonic() + WAIT_TIMEOUT_S
-            while not ready(replicas) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            wait(ready(replicas), "both replicas back on Redis")
+            poll_until(lambda: ready(replicas), "both replicas back on Redis", timeout_s=WAIT_TIMEOUT_S)
         finally:
             fleet.stop()
             through = fleet.collect()
@@ -111,9 +105,7 @@ def test_what_a_degraded_replica_made_up_does_not_outlive_the_outage(
         dependency.set_mode(Mode.HEALTHY)
         server.start()
         deadline = time.monotonic() + WAIT_TIMEOUT_S
-        while not ready(replicas) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        wait(ready(replicas), "both replicas back on Redis")
+        poll_until(lambda: ready(replicas), "both replicas back on Redis", timeout_s=WAIT_TIMEOUT_S)
 
         phases = [fleet.run(run)]
         while not (on_fast_path(phases[-1]) and all(r.ok == r.calls for r in phases[-1])):

@@ -9,19 +9,19 @@ every wait is bounded; nothing asserts a duration.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import pytest
 
+from tests._waiting import poll_until
 from tests.fixtures.dependency import Dependency, Mode, running_dependency
 from tests.fixtures.service import ADMIN_HEADERS, CLIENT_TOKEN, ServiceFactory
 from tests.fleet.fleet import Fleet, total
 from tests.fleet.protocol import Run, RunResult, WorkerSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from tests.fixtures.service import ServiceProcess
 
@@ -79,15 +79,6 @@ def snapshot(admin: httpx.Client, name: str) -> dict[str, Any]:
 def transitions(admin: httpx.Client, name: str, from_state: str, to_state: str) -> int:
     history = admin.get(f"/breakers/{name}/history").json()["transitions"]
     return sum(1 for t in history if t["from"] == from_state and t["to"] == to_state)
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll an observable change, bounded."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT_TIMEOUT_S}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def assert_clean(results: list[RunResult]) -> None:
@@ -185,7 +176,11 @@ def test_one_half_open_window_takes_at_most_half_open_max_calls_probes(
 
     fleet.begin(Run(breaker="fleet-probe", url=dependency.url, until="stopped", max_s=60))
     try:
-        wait_until(lambda: transitions(admin, "fleet-probe", "HALF_OPEN", "OPEN") == 1, "a probe to reopen it")
+        poll_until(
+            lambda: transitions(admin, "fleet-probe", "HALF_OPEN", "OPEN") == 1,
+            "a probe to reopen it",
+            timeout_s=WAIT_TIMEOUT_S,
+        )
     finally:
         fleet.stop()
         results = fleet.collect()

@@ -111,11 +111,8 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._progress_at = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
-        self.lost: asyncio.Future[None] = loop.create_future()
-
-    @property
-    def usable(self) -> bool:
-        return not self.lost.done()
+        self.usable = True
+        """False once the connection failed or was closed: the next call makes a new one."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -149,9 +146,7 @@ class _Connection(asyncio.Protocol):
         waiting = self._waiting
         while (reply := self._reader.gets()) is not False:
             if not waiting:  # a reply nobody asked for: the stream is not what it should be
-                self._fail(ConnectionError("Redis sent a reply no call was waiting for"))
-                if self._transport is not None:
-                    self._transport.abort()
+                self._abandon(ConnectionError("Redis sent a reply no call was waiting for"))
                 return
             future = waiting.popleft()
             if future.done():
@@ -171,16 +166,19 @@ class _Connection(asyncio.Protocol):
         if self._loop.time() < due:
             self._watchdog = self._loop.call_at(due, self._check_progress)
             return
-        self._fail(TimeoutError(f"Redis did not answer within {self._timeout_s:g} s"))
-        if self._transport is not None:
-            self._transport.abort()
+        self._abandon(TimeoutError(f"Redis did not answer within {self._timeout_s:g} s"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"the connection to Redis was lost: {exc or 'closed by the server'}"))
 
+    def _abandon(self, error: Exception) -> None:
+        """Fail every waiting call and drop the socket at once, unsent commands included."""
+        self._fail(error)
+        if self._transport is not None:
+            self._transport.abort()
+
     def _fail(self, error: Exception) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
+        self.usable = False
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from breaker_client import BreakerClient, CircuitOpenError, RetryPolicy, State
+from tests._waiting import wait_until
 from tests.client._calls import NO_RETRY, DependencyDown, down, ok
 
 if TYPE_CHECKING:
@@ -306,11 +307,11 @@ async def test_a_call_waits_for_a_slot_while_the_failure_budget_is_in_flight(
 
     # An unproven breaker leases `threshold` calls; the next one is denied in CLOSED and must wait, not fail.
     calls = [asyncio.create_task(client.breaker("budget", retry=NO_RETRY).call(held)) for _ in range(threshold + 1)]
-    for _ in range(1000):
-        snapshot = (await service.admin("GET", "/breakers/budget")).json()
-        if snapshot["counts"]["rejected"] >= 1:
-            break
-        await asyncio.sleep(0.005)
+
+    async def denied_once() -> bool:
+        return bool((await service.admin("GET", "/breakers/budget")).json()["counts"]["rejected"] >= 1)
+
+    await wait_until(denied_once, "the call past the budget denied")
     assert in_flight == threshold
     release.set()
 
